@@ -1,0 +1,136 @@
+"""`imo`: the command line. Every command has --help; --json prints machine-readable output.
+Errors are ImoErrors, caught once here and printed as one line with a non-zero exit."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from imo.errors import ImoError
+
+
+def _print(args: argparse.Namespace, data, human: str) -> None:
+    print(json.dumps(data, indent=2) if args.json else human)
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from imo.models import ZOO, describe
+
+    rows = [describe(spec) for spec in ZOO.values()]
+    lines = [f"{'model':<10} {'kind':<10} {'params':>8}  {'input':<14} ops"]
+    for r in rows:
+        ops = ", ".join(f"{op}×{n}" for op, n in sorted(r["ops"].items()))
+        lines.append(f"{r['name']:<10} {r['kind']:<10} {r['params']:>8}  {str(list(r['input_shape'])):<14} {ops}")
+    _print(args, rows, "\n".join(lines))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from imo.models import export_model
+
+    exported = export_model(args.model, Path(args.out), seed=args.seed)
+    card = json.loads(exported.card_path.read_text())
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in card["metrics"].items())
+    _print(args, card, f"exported {args.model} to {args.out}: {exported.onnx_path.name}, {exported.input_path.name}, {exported.card_path.name} ({card['params']} params, {metrics})")
+
+
+def cmd_prove(args: argparse.Namespace) -> None:
+    from imo.pipeline.slice import prove_model
+
+    summary = prove_model(Path(args.onnx), Path(args.input), Path(args.out), args.calibration and Path(args.calibration), args.srs and Path(args.srs), quiet=args.quiet)
+    c, p = summary["circuit"], summary["proof"]
+    human = (
+        f"proved {args.onnx} → {args.out}\n"
+        f"  logrows {c['logrows']}, scale {c['input_scale']}, rows {c['num_rows']}, pk {c['pk_bytes'] / 1e6:.1f} MB, proof {p['proof_bytes']} bytes\n"
+        f"  setup {c['seconds']['setup']:.2f} s, prove {p['seconds']['prove']:.2f} s (srs: {c['srs']})\n"
+        f"  output {[round(v, 4) for v in p['output'][0]]}\n"
+        f"  max |circuit − onnxruntime| = {p['max_abs_error']:.3g} (tolerance {p['tolerance']:.3g})"
+    )
+    _print(args, summary, human)
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from imo.proving import prover
+    from imo.proving.circuit import CircuitFiles
+
+    result = {"offchain_seconds": prover.verify(CircuitFiles(Path(args.dir)), args.srs and Path(args.srs))}
+    human = f"proof in {args.dir} verifies off-chain ({result['offchain_seconds']:.3f} s)"
+    if args.onchain:
+        from dataclasses import asdict
+
+        from imo.errors import ProofError
+        from imo.pipeline.chain import chain
+        from imo.pipeline.slice import verify_proof_onchain
+
+        with chain(args.rpc_url) as c:
+            onchain = verify_proof_onchain(Path(args.dir), c)
+        if not onchain.accepted:
+            raise ProofError(f"the on-chain verifier at {onchain.verifier_address} rejected the proof in {args.dir}")
+        result["onchain"] = asdict(onchain)
+        human += f"\nverifies on-chain at {onchain.verifier_address} ({onchain.rpc_url}): deploy {onchain.deploy_gas:,} gas ({onchain.verifier_runtime_bytes:,} bytes runtime), verify {onchain.verify_gas:,} gas"
+    _print(args, result, human)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from imo.pipeline.demo import run_demo
+
+    summary = run_demo(Path(args.workdir), args.rpc_url, quiet=args.quiet)
+    if args.summary:
+        Path(args.summary).write_text(json.dumps(summary, indent=2))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imo", description="Initial Model Offerings: verifiable AI inference (ezkl zk-SNARKs + optimistic fraud proofs) whose fees flow to an ERC-7641 revenue-share token.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, fn, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        p.set_defaults(fn=fn)
+        return p
+
+    command("models", cmd_models, "list the model zoo with sizes and ONNX ops")
+
+    p = command("export", cmd_export, "train a zoo model on sklearn digits and export model.onnx, input.json and card.json")
+    p.add_argument("model", help="zoo model name (see `imo models`)")
+    p.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+
+    p = command("prove", cmd_prove, "compile an ONNX model into an ezkl circuit and prove one inference (monolithic)")
+    p.add_argument("onnx", help="ONNX model file (one fixed-shape input)")
+    p.add_argument("input", help='input JSON in ezkl format: {"input_data": [[...]]}')
+    p.add_argument("--out", required=True, help="output directory for settings, keys, verifier, witness and proof (written atomically)")
+    p.add_argument("--calibration", help="input JSON with N samples concatenated, used to calibrate scales (default: the input itself)")
+    p.add_argument("--srs", help="KZG SRS file from a public ceremony (default: a cached development SRS from ezkl.gen_srs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = command("verify", cmd_verify, "verify a proof directory off-chain and, with --onchain, with its Solidity verifier on a chain")
+    p.add_argument("dir", help="directory written by `imo prove`")
+    p.add_argument("--onchain", action="store_true", help="deploy the generated verifier and verify in a transaction; prints gas")
+    p.add_argument("--rpc-url", help="JSON-RPC node with unlocked accounts (default: an embedded anvil on 127.0.0.1)")
+    p.add_argument("--srs", help="the SRS file the proof was made with, if not the cached development one")
+
+    p = command("demo", cmd_demo, "run the end-to-end story on an embedded anvil and print what happened")
+    p.add_argument("--workdir", default="out/demo", help="where artifacts go (default out/demo)")
+    p.add_argument("--summary", help="write a JSON summary to this file")
+    p.add_argument("--rpc-url", help="use this JSON-RPC node instead of an embedded anvil")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except ImoError as exc:
+        print(f"imo: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("imo: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The zk vertical slice, one function per step: prove a model monolithically, verify the proof off-chain and on-chain."""
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from imo.errors import InputShapeError, MissingArtifactError
+from imo.fsutil import atomic_dir
+from imo.pipeline.chain import Chain
+from imo.proving import onnx_io, prover
+from imo.proving.circuit import CircuitFiles, build_circuit
+from imo.verifier_contracts.evm import ProofCall, compile_verifier, deploy, verify_onchain
+
+
+def prove_model(onnx_path: Path, input_path: Path, out_dir: Path, calibration_path: Path | None = None, srs_file: Path | None = None, quiet: bool = False) -> dict:
+    """Compile `onnx_path` into a circuit and prove one inference; everything lands in out_dir, or nothing does."""
+    sig = onnx_io.signature(onnx_io.load_model(onnx_path))
+    x = onnx_io.load_input(input_path, sig)
+    calibration = _calibration_batch(calibration_path, sig) if calibration_path else x[None]
+    with atomic_dir(out_dir) as tmp:
+        files = CircuitFiles(tmp)
+        circuit = build_circuit(onnx_path, calibration, files, srs_file=srs_file, quiet=quiet)
+        proof = prover.prove(files, x, srs_file=srs_file)
+        summary = {"circuit": asdict(circuit), "proof": asdict(proof)}
+        (tmp / "report.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _calibration_batch(path: Path, sig: onnx_io.ModelSignature) -> np.ndarray:
+    """A calibration file holds N samples concatenated in ezkl's input format."""
+    size = int(np.prod(sig.input_shape))
+    if not Path(path).is_file():
+        raise MissingArtifactError(f"calibration file {path} not found")
+    data = json.loads(Path(path).read_text())["input_data"][0]
+    if len(data) % size:
+        raise InputShapeError(f"{path} has {len(data)} values, not a multiple of the input size {size}")
+    return np.asarray(data, dtype=np.float32).reshape(-1, *sig.input_shape)
+
+
+@dataclass
+class OnchainResult:
+    rpc_url: str
+    verifier_address: str
+    verifier_runtime_bytes: int
+    deploy_gas: int
+    verify_gas: int | None
+    accepted: bool
+
+
+def verify_proof_onchain(proof_dir: Path, chain: Chain) -> OnchainResult:
+    """Compile the circuit's Solidity verifier, deploy it, and verify the proof in a transaction."""
+    files = CircuitFiles(proof_dir)
+    call = ProofCall.from_proof_file(prover.proof_path(files))
+    contract = compile_verifier(files.verifier_sol)
+    sender = chain.accounts[0]
+    verifier, deploy_gas = deploy(chain.w3, contract, sender)
+    accepted, gas = verify_onchain(verifier, call, sender)
+    return OnchainResult(chain.rpc_url, verifier.address, contract.runtime_size, deploy_gas, gas, accepted)

@@ -1,0 +1,181 @@
+"""Compile an ONNX model into an ezkl circuit: settings → calibrate → compile → SRS → setup → Solidity verifier.
+
+A circuit directory holds everything needed to prove and verify, under fixed names (see `CircuitFiles`)."""
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import ezkl
+import numpy as np
+from tqdm import tqdm
+
+from imo.errors import MissingArtifactError, ProofError
+from imo.proving import onnx_io
+from imo.proving.native import call_ezkl
+from imo.proving.srs import srs_path
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """Which tensors are public instances of the proof: "public", "hashed" (Poseidon commitment), "private", or "fixed" (params)."""
+
+    input: str = "public"
+    output: str = "public"
+    params: str = "fixed"
+
+
+@dataclass(frozen=True)
+class CircuitFiles:
+    """The fixed file names inside a circuit directory."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    onnx = property(lambda self: self.root / "model.onnx")
+    settings = property(lambda self: self.root / "settings.json")
+    compiled = property(lambda self: self.root / "model.compiled")
+    vk = property(lambda self: self.root / "vk.key")
+    pk = property(lambda self: self.root / "pk.key")
+    verifier_sol = property(lambda self: self.root / "Verifier.sol")
+    report = property(lambda self: self.root / "circuit.json")
+
+    def require(self, *paths: Path) -> None:
+        """Fail with one clear line if any artifact is missing."""
+        for path in paths:
+            if not path.is_file():
+                raise MissingArtifactError(f"{path} not found; run `imo prove` (or `imo compile`) to build it")
+
+    def settings_dict(self) -> dict:
+        self.require(self.settings)
+        return json.loads(self.settings.read_text())
+
+
+@dataclass
+class CircuitReport:
+    logrows: int
+    input_scale: int
+    param_scale: int
+    output_scales: list[int]
+    num_rows: int
+    visibility: dict
+    srs: str
+    calibration_samples: int
+    calibration_max_abs_error: float
+    tolerance: float
+    pk_bytes: int
+    vk_bytes: int
+    seconds: dict = field(default_factory=dict)
+
+
+def write_input(path: Path, x: np.ndarray) -> None:
+    """ezkl's input format; several samples are concatenated (ezkl's calibration splits them by input size)."""
+    path.write_text(json.dumps({"input_data": [np.asarray(x, dtype=np.float64).ravel().tolist()]}))
+
+
+def dequantized_outputs(witness: dict, output_scales: list[int]) -> list[np.ndarray]:
+    """The circuit's outputs as floats, from a witness's field elements."""
+    return [np.array([ezkl.felt_to_float(v, scale) for v in out]) for out, scale in zip(witness["outputs"], output_scales)]
+
+
+def build_circuit(
+    onnx_path: Path,
+    calibration: np.ndarray,
+    files: CircuitFiles,
+    visibility: Visibility = Visibility(),
+    srs_file: Path | None = None,
+    scales: list[int] | None = None,
+    quiet: bool = False,
+) -> CircuitReport:
+    """Compile `onnx_path` into `files.root`. `calibration` is a batch (N, *input_shape) of representative inputs."""
+    model = onnx_io.load_model(onnx_path)
+    sig = onnx_io.signature(model)
+    if tuple(calibration.shape[1:]) != sig.input_shape:
+        raise ProofError(f"calibration batch has sample shape {list(calibration.shape[1:])}, model expects {list(sig.input_shape)}")
+    files.root.mkdir(parents=True, exist_ok=True)
+    if Path(onnx_path).resolve() != files.onnx.resolve():
+        shutil.copyfile(onnx_path, files.onnx)
+    seconds: dict[str, float] = {}
+    steps = tqdm(total=6, desc="compile circuit", unit="step", disable=quiet, leave=False)
+
+    def step(name: str, fn, *args, **kwargs):
+        steps.set_postfix_str(name)
+        start = time.perf_counter()
+        result = call_ezkl(name, fn, *args, **kwargs)
+        seconds[name] = round(time.perf_counter() - start, 3)
+        steps.update()
+        return result
+
+    run_args = ezkl.PyRunArgs()
+    run_args.input_visibility, run_args.output_visibility, run_args.param_visibility = visibility.input, visibility.output, visibility.params
+    calibration_file = files.root / "calibration.json"
+    write_input(calibration_file, calibration)
+    step("settings", ezkl.gen_settings, str(files.onnx), str(files.settings), py_run_args=run_args)
+    calibrate_kwargs = {"scales": scales, "scale_rebase_multiplier": [1]} if scales else {}
+    step("calibrate", ezkl.calibrate_settings, str(calibration_file), str(files.onnx), str(files.settings), "resources", **calibrate_kwargs)
+    step("compile", ezkl.compile_circuit, str(files.onnx), str(files.compiled), str(files.settings))
+    settings = files.settings_dict()
+    logrows = settings["run_args"]["logrows"]
+    steps.set_postfix_str(f"srs (logrows {logrows})")
+    start = time.perf_counter()
+    srs = srs_path(logrows, srs_file)
+    seconds["srs"] = round(time.perf_counter() - start, 3)
+    steps.update()
+    step("setup", ezkl.setup, str(files.compiled), str(files.vk), str(files.pk), srs_path=str(srs))
+    steps.set_postfix_str("solidity verifier")
+    start = time.perf_counter()
+    generate_verifier(files, srs)
+    seconds["verifier"] = round(time.perf_counter() - start, 3)
+    steps.update()
+    steps.close()
+
+    output_scales = settings["model_output_scales"]
+    max_error = _calibration_error(files, calibration, output_scales)
+    report = CircuitReport(
+        logrows=logrows,
+        input_scale=settings["run_args"]["input_scale"],
+        param_scale=settings["run_args"]["param_scale"],
+        output_scales=output_scales,
+        num_rows=settings["num_rows"],
+        visibility=asdict(visibility),
+        srs=str(srs),
+        calibration_samples=len(calibration),
+        calibration_max_abs_error=max_error,
+        tolerance=2 * max_error + 2.0 ** -min(output_scales),
+        pk_bytes=files.pk.stat().st_size,
+        vk_bytes=files.vk.stat().st_size,
+        seconds=seconds,
+    )
+    files.report.write_text(json.dumps(asdict(report), indent=2))
+    return report
+
+
+def _calibration_error(files: CircuitFiles, calibration: np.ndarray, output_scales: list[int]) -> float:
+    """Max |circuit output − onnxruntime output| over the calibration batch: the tolerance a proven output is held to."""
+    worst = 0.0
+    scratch_input, scratch_witness = files.root / ".calib-input.json", files.root / ".calib-witness.json"
+    for x in calibration:
+        write_input(scratch_input, x)
+        witness = call_ezkl("witness", ezkl.gen_witness, str(scratch_input), str(files.compiled), str(scratch_witness))
+        expected = onnx_io.run_onnxruntime(files.onnx, x)
+        for got, want in zip(dequantized_outputs(witness, output_scales), expected):
+            worst = max(worst, float(np.max(np.abs(got - want.ravel()))))
+    scratch_input.unlink(missing_ok=True)
+    scratch_witness.unlink(missing_ok=True)
+    return worst
+
+
+def generate_verifier(files: CircuitFiles, srs: Path) -> Path:
+    """Write files.verifier_sol. ezkl writes the source, then fails fetching a native solc: that failure is expected."""
+    abi = files.root / "verifier_abi.json"
+    try:
+        call_ezkl("create_evm_verifier", ezkl.create_evm_verifier, str(files.vk), str(files.settings), str(files.verifier_sol), str(abi), srs_path=str(srs))
+    except ProofError:
+        if not files.verifier_sol.is_file():
+            raise
+    abi.unlink(missing_ok=True)
+    return files.verifier_sol

@@ -1,0 +1,71 @@
+"""Prove one inference with a compiled circuit, and verify a proof off-chain."""
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import ezkl
+import numpy as np
+
+from imo.errors import ProofError
+from imo.proving import onnx_io
+from imo.proving.circuit import CircuitFiles, dequantized_outputs, write_input
+from imo.proving.native import call_ezkl
+from imo.proving.srs import srs_path
+
+
+@dataclass
+class ProofReport:
+    output: list[list[float]]
+    onnxruntime_output: list[list[float]]
+    max_abs_error: float
+    tolerance: float
+    proof_bytes: int
+    seconds: dict
+
+
+def proof_path(files: CircuitFiles) -> Path:
+    return files.root / "proof.json"
+
+
+def prove(files: CircuitFiles, x: np.ndarray, srs_file: Path | None = None) -> ProofReport:
+    """Witness and proof for input x; the dequantized output is checked against onnxruntime within the circuit's tolerance."""
+    files.require(files.settings, files.compiled, files.pk, files.report)
+    circuit = json.loads(files.report.read_text())
+    srs = srs_path(circuit["logrows"], srs_file)
+    input_file, witness_file = files.root / "input.json", files.root / "witness.json"
+    write_input(input_file, x)
+    seconds = {}
+    start = time.perf_counter()
+    witness = call_ezkl("witness", ezkl.gen_witness, str(input_file), str(files.compiled), str(witness_file))
+    seconds["witness"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
+    call_ezkl("prove", ezkl.prove, str(witness_file), str(files.compiled), str(files.pk), str(proof_path(files)), srs_path=str(srs))
+    seconds["prove"] = round(time.perf_counter() - start, 3)
+    got = dequantized_outputs(witness, circuit["output_scales"])
+    want = [o.ravel() for o in onnx_io.run_onnxruntime(files.onnx, x)]
+    error = max(float(np.max(np.abs(g - w))) for g, w in zip(got, want))
+    if error > circuit["tolerance"]:
+        raise ProofError(f"proven output differs from onnxruntime by {error:.4g} > tolerance {circuit['tolerance']:.4g}; recalibrate with inputs like this one (--calibration)")
+    return ProofReport(
+        output=[g.tolist() for g in got],
+        onnxruntime_output=[w.tolist() for w in want],
+        max_abs_error=error,
+        tolerance=circuit["tolerance"],
+        proof_bytes=len(bytes.fromhex(json.loads(proof_path(files).read_text())["hex_proof"].removeprefix("0x"))),
+        seconds=seconds,
+    )
+
+
+def verify(files: CircuitFiles, srs_file: Path | None = None) -> float:
+    """Verify the proof off-chain; return the seconds it took or raise ProofError."""
+    files.require(proof_path(files), files.settings, files.vk)
+    srs = srs_path(files.settings_dict()["run_args"]["logrows"], srs_file)
+    start = time.perf_counter()
+    call_ezkl("verify", ezkl.verify, str(proof_path(files)), str(files.settings), str(files.vk), srs_path=str(srs))
+    return round(time.perf_counter() - start, 3)
+
+
+def report_dict(report: ProofReport) -> dict:
+    return asdict(report)
