@@ -32,3 +32,7 @@ class ChainError(ImoError):
 
 class ToolchainError(ImoError):
     """node/solc/anvil from the npm toolchain is missing or failed."""
+
+
+class OutputDirError(ImoError):
+    """An output directory that cannot be replaced without losing someone's data."""

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from imo.errors import OutputDirError
+
 
 def cache_dir(*parts: str) -> Path:
     """A folder under $IMO_CACHE (default ~/.cache/imo) for artifacts that are expensive to rebuild (SRS, compiled contracts)."""
@@ -18,17 +20,39 @@ def cache_dir(*parts: str) -> Path:
 
 @contextmanager
 def atomic_dir(out_dir: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of out_dir to fill; on success it replaces out_dir, on error it is removed."""
+    """Yield an empty temporary sibling of out_dir to write into. On success it takes out_dir's
+    place by rename; on any exception it is deleted. So readers never see a half-written output.
+    An existing out_dir is replaced only if it holds nothing but files the new output rewrites
+    (a previous run): a mistyped path must never delete unrelated data."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         yield tmp
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
+        if not out_dir.exists():
+            os.rename(tmp, out_dir)
+            return
+        new = {p.name for p in tmp.iterdir()}
+        if (
+            out_dir.is_symlink()
+            or not out_dir.is_dir()
+            or any(not p.is_file() or p.name not in new for p in out_dir.iterdir())
+        ):
+            raise OutputDirError(
+                f"refusing to replace {out_dir}: it holds files that are not from a previous"
+                " run of this command; choose a new or empty directory"
+            )
+        old = tmp.with_name(tmp.name.replace(".tmp-", ".old-"))
+        os.rename(out_dir, old)
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:
+            os.rename(old, out_dir)
+            raise
+        shutil.rmtree(old)
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
