@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from imo.errors import InvalidModelError
-from imo.fsutil import atomic_dir
+from imo.fsutil import atomic_dir, cache_dir
 from imo.models.train import DATASET, SPLIT, probe_inputs, train
 from imo.models.zoo import ModelSpec, get_spec, param_count
 
@@ -140,3 +140,12 @@ def describe(spec: ModelSpec) -> dict[str, object]:
         "params": param_count(spec),
         "ops": ops,
     }
+
+
+def cached_export(name: str, seed: int = 0) -> ExportedModel:
+    """The zoo model exported once into the cache (so `imo plan mlp-wide` needs no export step first)."""
+    out_dir = cache_dir("zoo", f"{name}-seed{seed}")
+    exported = ExportedModel(out_dir / "model.onnx", out_dir / "input.json", out_dir / "card.json")
+    if not exported.card_path.is_file():
+        return export_model(name, out_dir, seed)
+    return exported

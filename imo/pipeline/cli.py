@@ -33,7 +33,48 @@ def cmd_export(args: argparse.Namespace) -> None:
     _print(args, card, f"exported {args.model} to {args.out}: {exported.onnx_path.name}, {exported.input_path.name}, {exported.card_path.name} ({card['params']} params, {metrics})")
 
 
+def _model_path(arg: str) -> Path:
+    """An ONNX path, or a zoo model name (exported once into the cache)."""
+    if Path(arg).exists() or arg.endswith(".onnx"):
+        return Path(arg)
+    from imo.models import cached_export
+
+    return cached_export(arg).onnx_path
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    from imo.circuits.plan import make_plan, write_plan
+
+    plan, graph = make_plan(_model_path(args.model), private=args.private, private_input=args.private_input, private_weights=args.private_weights,
+                            budget_logrows=args.budget_logrows, scale=args.scale, merge=not args.no_merge)
+    where = ""
+    if args.out:
+        where = f"\nwrote {write_plan(plan, graph, Path(args.out))} (plan hash {plan.plan_hash[:16]}…)"
+    lines = [f"{'seg':>3}  {'mode':<4} {'logrows':>7} {'rows':>8}  {'in → out':<22} nodes — reason"]
+    for s in plan.segments:
+        shapes = f"{s.input_shape} → {s.output_shape}"
+        lines.append(f"{s.index:>3}  {s.mode:<4} {s.est_logrows:>7} {s.est_rows:>8}  {shapes:<22} {', '.join(s.nodes)} — {s.reason}")
+    from dataclasses import asdict
+
+    _print(args, asdict(plan), "\n".join(lines) + where)
+
+
+def cmd_compile(args: argparse.Namespace) -> None:
+    from imo.circuits.plan import Plan
+    from imo.proving import onnx_io
+    from imo.proving.segments import compile_plan
+
+    plan = Plan.load(Path(args.plan))
+    calibration = Path(args.calibration) if args.calibration else Path(plan.model).with_name("calibration.json")
+    sig = onnx_io.ModelSignature(plan.segments[0].input, tuple(plan.segments[0].input_shape), ())
+    reports = compile_plan(Path(args.plan), onnx_io.load_batch(calibration, sig), quiet=args.quiet)
+    lines = [f"seg {r['segment']} ({r['mode']}): logrows {r['logrows']} (estimated {r['est_logrows']}), rows {r['num_rows']}, pk {r['pk_bytes'] / 1e6:.0f} MB, setup {r['seconds']['setup']:.1f} s" for r in reports]
+    _print(args, reports, "\n".join(lines))
+
+
 def cmd_prove(args: argparse.Namespace) -> None:
+    if args.onnx.endswith(".json"):
+        return _prove_plan(args)
     from imo.pipeline.slice import prove_model
 
     summary = prove_model(Path(args.onnx), Path(args.input), Path(args.out), args.calibration and Path(args.calibration), args.srs and Path(args.srs), quiet=args.quiet)
@@ -48,7 +89,28 @@ def cmd_prove(args: argparse.Namespace) -> None:
     _print(args, summary, human)
 
 
+def _prove_plan(args: argparse.Namespace) -> None:
+    from imo.proving.segments import prove_plan
+
+    run = prove_plan(Path(args.onnx), Path(args.input), Path(args.out), quiet=args.quiet)
+    lines = [f"proved plan {run['plan_hash'][:16]}… → {args.out}"]
+    for seg in run["segments"]:
+        proof = f", proof {seg['prove_seconds']:.2f} s" if "prove_seconds" in seg else " (optimistic: no proof)"
+        lines.append(f"  seg {seg['index']} {seg['mode']}: witness {seg['witness_seconds']:.2f} s{proof}")
+    for b in run["boundaries"]:
+        lines.append(f"  C_{b['index']} = 0x{int.from_bytes(bytes.fromhex(b['commitment']), 'little'):064x}  ({b['name']}, shape {b['shape']})")
+    lines.append(f"  output {[round(v, 4) for v in run['output']]}")
+    _print(args, run, "\n".join(lines))
+
+
 def cmd_verify(args: argparse.Namespace) -> None:
+    if (Path(args.dir) / "run.json").is_file():
+        from imo.proving.segments import verify_run
+
+        plan = args.plan or json.loads((Path(args.dir) / "run.json").read_text())["plan"]
+        result = verify_run(Path(plan), Path(args.dir))
+        segs = ", ".join(f"seg {v['segment']} ({v['verify_seconds']:.3f} s)" for v in result["verified"])
+        return _print(args, result, f"zk proofs verify and link to the published commitments: {segs}")
     from imo.proving import prover
     from imo.proving.circuit import CircuitFiles
 
@@ -97,8 +159,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (replaced atomically)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
 
-    p = command("prove", cmd_prove, "compile an ONNX model into an ezkl circuit and prove one inference (monolithic)")
-    p.add_argument("onnx", help="ONNX model file (one fixed-shape input)")
+    p = command("plan", cmd_plan, "split a model into zk and op segments (the hybrid plan) and print or write it")
+    p.add_argument("model", help="ONNX file or zoo model name")
+    p.add_argument("--private", nargs="+", default=[], metavar="NODE", help="node names that must be proven in zk")
+    p.add_argument("--private-input", action="store_true", help="the layer(s) reading the user's input must be zk")
+    p.add_argument("--private-weights", action="store_true", help="every node with weights must be zk")
+    p.add_argument("--budget-logrows", type=int, help="segments estimated above this many logrows run optimistically (op)")
+    p.add_argument("--scale", type=int, default=7, help="the common fixed-point scale of every boundary (default 7)")
+    p.add_argument("--no-merge", action="store_true", help="keep one segment per layer instead of merging")
+    p.add_argument("--out", help="write plan.json and the segment ONNX files into this directory")
+
+    p = command("compile", cmd_compile, "build settings, circuits and keys for every segment of a plan")
+    p.add_argument("plan", help="plan.json written by `imo plan --out`")
+    p.add_argument("--calibration", help="N model inputs concatenated (default: calibration.json beside the model)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = command("prove", cmd_prove, "prove one inference: monolithically (ONNX) or segment by segment (plan.json)")
+    p.add_argument("onnx", metavar="ONNX|PLAN", help="ONNX model file (monolithic) or plan.json (compiled with `imo compile`)")
     p.add_argument("input", help='input JSON in ezkl format: {"input_data": [[...]]}')
     p.add_argument("--out", required=True, help="output directory for settings, keys, verifier, witness and proof (written atomically)")
     p.add_argument("--calibration", help="input JSON with N samples concatenated, used to calibrate scales (default: the input itself)")
@@ -107,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("verify", cmd_verify, "verify a proof directory off-chain and, with --onchain, with its Solidity verifier on a chain")
     p.add_argument("dir", help="directory written by `imo prove`")
+    p.add_argument("--plan", help="for a plan run: the plan.json (default: the one recorded in run.json)")
     p.add_argument("--onchain", action="store_true", help="deploy the generated verifier and verify in a transaction; prints gas")
     p.add_argument("--rpc-url", help="JSON-RPC node with unlocked accounts (default: an embedded anvil on 127.0.0.1)")
     p.add_argument("--srs", help="the SRS file the proof was made with, if not the cached development one")

@@ -4,9 +4,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 
-from imo.errors import InputShapeError, MissingArtifactError
 from imo.fsutil import atomic_dir
 from imo.pipeline.chain import Chain
 from imo.proving import onnx_io, prover
@@ -18,7 +16,7 @@ def prove_model(onnx_path: Path, input_path: Path, out_dir: Path, calibration_pa
     """Compile `onnx_path` into a circuit and prove one inference; everything lands in out_dir, or nothing does."""
     sig = onnx_io.signature(onnx_io.load_model(onnx_path))
     x = onnx_io.load_input(input_path, sig)
-    calibration = _calibration_batch(calibration_path, sig) if calibration_path else x[None]
+    calibration = onnx_io.load_batch(calibration_path, sig) if calibration_path else x[None]
     with atomic_dir(out_dir) as tmp:
         files = CircuitFiles(tmp)
         circuit = build_circuit(onnx_path, calibration, files, srs_file=srs_file, quiet=quiet)
@@ -26,17 +24,6 @@ def prove_model(onnx_path: Path, input_path: Path, out_dir: Path, calibration_pa
         summary = {"circuit": asdict(circuit), "proof": asdict(proof)}
         (tmp / "report.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def _calibration_batch(path: Path, sig: onnx_io.ModelSignature) -> np.ndarray:
-    """A calibration file holds N samples concatenated in ezkl's input format."""
-    size = int(np.prod(sig.input_shape))
-    if not Path(path).is_file():
-        raise MissingArtifactError(f"calibration file {path} not found")
-    data = json.loads(Path(path).read_text())["input_data"][0]
-    if len(data) % size:
-        raise InputShapeError(f"{path} has {len(data)} values, not a multiple of the input size {size}")
-    return np.asarray(data, dtype=np.float32).reshape(-1, *sig.input_shape)
 
 
 @dataclass

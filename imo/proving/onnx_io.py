@@ -64,6 +64,18 @@ def load_input(path: Path, sig: ModelSignature) -> np.ndarray:
     return values.reshape(sig.input_shape)
 
 
+def load_batch(path: Path, sig: ModelSignature) -> np.ndarray:
+    """N inputs concatenated in ezkl's input format (a calibration file) as an array (N, *input_shape)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingArtifactError(f"calibration file {path} not found; pass --calibration FILE (N inputs concatenated in ezkl's input format)")
+    values = np.asarray(json.loads(path.read_text())["input_data"][0], dtype=np.float32)
+    size = int(np.prod(sig.input_shape))
+    if values.size == 0 or values.size % size:
+        raise InputShapeError(f"{path} has {values.size} values, not a multiple of the input size {size} of shape {list(sig.input_shape)}")
+    return values.reshape(-1, *sig.input_shape)
+
+
 def run_onnxruntime(model_path: Path, x: np.ndarray) -> list[np.ndarray]:
     """Float reference outputs."""
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])

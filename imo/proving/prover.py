@@ -33,16 +33,13 @@ def prove(files: CircuitFiles, x: np.ndarray, srs_file: Path | None = None) -> P
     """Witness and proof for input x; the dequantized output is checked against onnxruntime within the circuit's tolerance."""
     files.require(files.settings, files.compiled, files.pk, files.report)
     circuit = json.loads(files.report.read_text())
-    srs = srs_path(circuit["logrows"], srs_file)
     input_file, witness_file = files.root / "input.json", files.root / "witness.json"
     write_input(input_file, x)
     seconds = {}
     start = time.perf_counter()
     witness = call_ezkl("witness", ezkl.gen_witness, str(input_file), str(files.compiled), str(witness_file))
     seconds["witness"] = round(time.perf_counter() - start, 3)
-    start = time.perf_counter()
-    call_ezkl("prove", ezkl.prove, str(witness_file), str(files.compiled), str(files.pk), str(proof_path(files)), srs_path=str(srs))
-    seconds["prove"] = round(time.perf_counter() - start, 3)
+    seconds["prove"] = prove_witness(files, witness_file, proof_path(files), srs_file)
     got = dequantized_outputs(witness, circuit["output_scales"])
     want = [o.ravel() for o in onnx_io.run_onnxruntime(files.onnx, x)]
     error = max(float(np.max(np.abs(g - w))) for g, w in zip(got, want))
@@ -58,12 +55,22 @@ def prove(files: CircuitFiles, x: np.ndarray, srs_file: Path | None = None) -> P
     )
 
 
-def verify(files: CircuitFiles, srs_file: Path | None = None) -> float:
-    """Verify the proof off-chain; return the seconds it took or raise ProofError."""
-    files.require(proof_path(files), files.settings, files.vk)
+def prove_witness(files: CircuitFiles, witness_file: Path, proof_file: Path, srs_file: Path | None = None) -> float:
+    """Prove a witness with the circuit's proving key; return the seconds it took."""
+    files.require(files.compiled, files.pk, files.settings)
     srs = srs_path(files.settings_dict()["run_args"]["logrows"], srs_file)
     start = time.perf_counter()
-    call_ezkl("verify", ezkl.verify, str(proof_path(files)), str(files.settings), str(files.vk), srs_path=str(srs))
+    call_ezkl("prove", ezkl.prove, str(witness_file), str(files.compiled), str(files.pk), str(proof_file), srs_path=str(srs))
+    return round(time.perf_counter() - start, 3)
+
+
+def verify(files: CircuitFiles, srs_file: Path | None = None, proof_file: Path | None = None) -> float:
+    """Verify a proof (default: the circuit directory's own proof.json) off-chain; return the seconds it took or raise ProofError."""
+    proof_file = proof_file or proof_path(files)
+    files.require(proof_file, files.settings, files.vk)
+    srs = srs_path(files.settings_dict()["run_args"]["logrows"], srs_file)
+    start = time.perf_counter()
+    call_ezkl("verify", ezkl.verify, str(proof_file), str(files.settings), str(files.vk), srs_path=str(srs))
     return round(time.perf_counter() - start, 3)
 
 

@@ -1,0 +1,180 @@
+"""Partition a model into zk and op segments: the plan (DESIGN.md, protocol step 1).
+
+Policy, in order: nodes tagged private are always zk; a node whose estimated logrows exceed the budget is op;
+every other node is zk. Adjacent segments of the same mode are then merged while merging does not raise the
+total proving cost (Σ 2^logrows) and keeps a zk segment within the budget. Plans are deterministic: the same
+model and options give the same plan and the same plan hash."""
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import ezkl
+
+from imo.circuits.cost import elements, node_cost, segment_logrows, segment_rows
+from imo.circuits.graph import Graph, extract, load_graph
+from imo.errors import InvalidModelError
+from imo.fsutil import atomic_dir
+
+DEFAULT_SCALE = 7
+ACTIVATIONS = {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "Erf", "Gelu", "Flatten", "Reshape"}  # stay with the layer before them
+PLAN_FILE = "plan.json"
+
+
+@dataclass
+class Segment:
+    index: int
+    mode: str  # "zk" | "op"
+    reason: str
+    nodes: list[str]
+    ops: list[str]
+    input: str
+    output: str
+    input_shape: list[int]
+    output_shape: list[int]
+    est_rows: int
+    est_logrows: int
+    onnx: str = ""  # path relative to the plan directory
+    onnx_sha256: str = ""
+
+
+@dataclass
+class Plan:
+    model: str
+    model_sha256: str
+    ezkl_version: str
+    scale: int
+    scale_rebase_multiplier: int
+    visibility: dict
+    budget_logrows: int | None
+    private_nodes: list[str]
+    segments: list[Segment]
+    plan_hash: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def load(cls, path: Path) -> "Plan":
+        from imo.errors import MissingArtifactError
+
+        if not Path(path).is_file():
+            raise MissingArtifactError(f"plan {path} not found; write one with `imo plan MODEL --out DIR`")
+        data = json.loads(Path(path).read_text())
+        data["segments"] = [Segment(**s) for s in data["segments"]]
+        return cls(**data)
+
+    def compute_hash(self) -> str:
+        """Commits to segment order, modes, segment ONNX bytes and every pinned setting (not to file locations)."""
+        body = asdict(self)
+        body.pop("plan_hash")
+        body.pop("model")
+        for s in body["segments"]:
+            s.pop("onnx")
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def private_input_nodes(graph: Graph) -> set[str]:
+    """--private-input: every node up to the first cut point after the last node that reads the user's input."""
+    readers = [n.index for n in graph.nodes if graph.input_name in n.inputs]
+    cuts = graph.cut_tensors()
+    end = next((i for i in range(max(readers), len(cuts)) if cuts[i] is not None), len(graph.nodes) - 1)
+    return {n.name for n in graph.nodes[: end + 1]}
+
+
+def make_plan(onnx_path: Path, private: list[str] = (), private_input: bool = False, private_weights: bool = False,
+              budget_logrows: int | None = None, scale: int = DEFAULT_SCALE, merge: bool = True) -> tuple[Plan, Graph]:
+    """Decide segments and modes for the model at onnx_path (no files written). merge=False keeps one segment per layer."""
+    graph = load_graph(onnx_path)
+    tagged = {graph.node(name).name for name in private}
+    if private_input:
+        tagged |= private_input_nodes(graph)
+    if private_weights:
+        tagged |= {n.name for n in graph.nodes if n.params}
+    costs = {n.name: node_cost(graph, n, scale) for n in graph.nodes}
+    for name in sorted(tagged, key=lambda n: graph.node(n).index):
+        if costs[name].error:
+            node = graph.node(name)
+            raise InvalidModelError(f"node '{name}' ({node.op_type}) must be zk (private) but ezkl {ezkl.__version__} cannot prove it: {costs[name].error}; "
+                                    f"replace the op or leave the node out of --private")
+    cuts = graph.cut_tensors()
+
+    # atoms (layers): maximal runs of nodes with no single-tensor cut between them; an activation stays with its layer
+    atoms: list[list[int]] = [[0]]
+    for i in range(1, len(graph.nodes)):
+        if cuts[i - 1] is None or graph.nodes[i].op_type in ACTIVATIONS:
+            atoms[-1].append(i)
+        else:
+            atoms.append([i])
+
+    def estimate(node_ids: list[int]) -> tuple[int, int]:
+        first, last = graph.nodes[node_ids[0]], graph.nodes[node_ids[-1]]
+        in_elems = elements(graph.shapes[first.inputs[0]])
+        out_elems = elements(last.output_shape)
+        is_last = last.index == len(graph.nodes) - 1
+        node_costs = [costs[graph.nodes[i].name] for i in node_ids]
+        hashed, public = (in_elems, out_elems) if is_last else (in_elems + out_elems, 0)
+        return segment_rows(node_costs, hashed, public), segment_logrows(node_costs, hashed, public)
+
+    def classify(node_ids: list[int]) -> tuple[str, str]:
+        names = [graph.nodes[i].name for i in node_ids]
+        if any(n in tagged for n in names):
+            return "zk", "private: " + ", ".join(n for n in names if n in tagged)
+        unprovable = [n for n in names if costs[n].error]
+        if unprovable:
+            return "op", f"ezkl cannot prove {', '.join(unprovable)}: no fraud proof possible for this segment"
+        logrows = estimate(node_ids)[1]
+        if budget_logrows is not None and logrows > budget_logrows:
+            return "op", f"estimated logrows {logrows} > budget {budget_logrows}"
+        return "zk", "within budget" if budget_logrows is not None else "no budget: fully zk"
+
+    groups = [(atom, *classify(atom)) for atom in atoms]
+    merged = [groups[0]]
+    for atom, mode, reason in groups[1:]:
+        prev_nodes, prev_mode, prev_reason = merged[-1]
+        if merge and mode == prev_mode and _worth_merging(estimate, prev_nodes, atom, mode, budget_logrows, "private" in prev_reason + reason):
+            merged[-1] = (prev_nodes + atom, mode, "; ".join(dict.fromkeys(prev_reason.split("; ") + reason.split("; "))))
+        else:
+            merged.append((atom, mode, reason))
+
+    segments = []
+    for index, (node_ids, mode, reason) in enumerate(merged):
+        first, last = graph.nodes[node_ids[0]], graph.nodes[node_ids[-1]]
+        rows, logrows = estimate(node_ids)
+        segments.append(Segment(
+            index=index, mode=mode, reason=reason,
+            nodes=[graph.nodes[i].name for i in node_ids], ops=[graph.nodes[i].op_type for i in node_ids],
+            input=first.inputs[0], output=last.outputs[0],
+            input_shape=list(graph.shapes[first.inputs[0]]), output_shape=list(last.output_shape),
+            est_rows=rows, est_logrows=logrows,
+        ))
+    plan = Plan(
+        model=str(onnx_path), model_sha256=hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest(),
+        ezkl_version=ezkl.__version__, scale=scale, scale_rebase_multiplier=1,
+        visibility={"boundaries": "hashed", "final_output": "public", "params": "fixed"},
+        budget_logrows=budget_logrows, private_nodes=sorted(tagged, key=lambda n: graph.node(n).index), segments=segments,
+    )
+    return plan, graph
+
+
+def _worth_merging(estimate, a: list[int], b: list[int], mode: str, budget: int | None, private: bool) -> bool:
+    """Merge when one proof of the union costs no more than two proofs (Σ 2^logrows) and a zk union stays in budget."""
+    merged_logrows = estimate(a + b)[1]
+    if mode == "zk" and budget is not None and merged_logrows > budget and not private:
+        return False
+    return 2 ** merged_logrows <= 2 ** estimate(a)[1] + 2 ** estimate(b)[1]
+
+
+def write_plan(plan: Plan, graph: Graph, out_dir: Path) -> Path:
+    """Write plan.json and one ONNX file per segment into out_dir (atomically); return the plan file."""
+    with atomic_dir(Path(out_dir)) as tmp:
+        (tmp / "segments").mkdir()
+        for seg in plan.segments:
+            seg.onnx = f"segments/seg{seg.index}.onnx"
+            extract(graph, seg.input, seg.output, tmp / seg.onnx)
+            seg.onnx_sha256 = hashlib.sha256((tmp / seg.onnx).read_bytes()).hexdigest()
+        plan.plan_hash = plan.compute_hash()
+        (tmp / PLAN_FILE).write_text(plan.to_json())
+    return Path(out_dir) / PLAN_FILE

@@ -1,0 +1,132 @@
+"""Compile and prove a plan segment by segment, linking segments through Poseidon commitments of their boundaries.
+
+Every segment, zk or op, gets a circuit and keys (op circuits are needed to prove fraud). Proving runs the
+segments in order with ezkl's fixed-point semantics: segment k's quantized output, dequantized at the plan's
+common scale, is exactly segment k+1's quantized input, so C_k (output hash of k) = C_k (input hash of k+1)."""
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import ezkl
+import numpy as np
+from tqdm import tqdm
+
+from imo.circuits.fixed_point import dequantize, int_to_felt, poseidon_commitment, witness_commitments, witness_inputs, witness_outputs
+from imo.circuits.plan import Plan, Segment
+from imo.errors import MissingArtifactError, ProofError
+from imo.fsutil import atomic_dir
+from imo.proving import onnx_io, prover
+from imo.proving.circuit import CircuitFiles, Visibility, build_circuit, write_input
+from imo.proving.native import call_ezkl
+
+
+def circuit_files(plan_dir: Path, segment: Segment) -> CircuitFiles:
+    return CircuitFiles(Path(plan_dir) / "circuits" / f"seg{segment.index}")
+
+
+def segment_visibility(plan: Plan, segment: Segment) -> Visibility:
+    """Boundaries are hashed; the final output is public so the contract can compare it with the claimed result."""
+    last = segment.index == len(plan.segments) - 1
+    return Visibility(input="hashed", output="public" if last else "hashed")
+
+
+def compile_plan(plan_path: Path, calibration: np.ndarray, quiet: bool = False) -> list[dict]:
+    """Build every segment's circuit and keys under <plan dir>/circuits/seg<k>/. `calibration` is (N, *model input shape)."""
+    plan, plan_dir = Plan.load(plan_path), Path(plan_path).parent
+    batch = [x.astype(np.float32) for x in calibration]
+    reports = []
+    for segment in tqdm(plan.segments, desc="compile segments", unit="seg", disable=quiet):
+        onnx_path = plan_dir / segment.onnx
+        files = circuit_files(plan_dir, segment)
+        with atomic_dir(files.root) as tmp:
+            report = build_circuit(onnx_path, np.stack(batch), CircuitFiles(tmp), segment_visibility(plan, segment), scales=[plan.scale], quiet=quiet)
+        reports.append({"segment": segment.index, "mode": segment.mode, "est_logrows": segment.est_logrows, **asdict(report)})
+        batch = [onnx_io.run_onnxruntime(onnx_path, x)[0] for x in batch]  # float inputs of the next segment, for calibration only
+    return reports
+
+
+@dataclass
+class Boundary:
+    """A tensor between segments (index k is the input of segment k; the last is the model output)."""
+
+    index: int
+    name: str
+    shape: list[int]
+    quantized: list[int]
+    commitment: str  # Poseidon hash, little-endian hex field element as ezkl writes it
+
+
+def prove_plan(plan_path: Path, input_path: Path, out_dir: Path, quiet: bool = False) -> dict:
+    """Run every segment with ezkl's fixed-point witness, prove the zk segments, and write boundaries, commitments
+    and proofs to out_dir (atomically)."""
+    plan, plan_dir = Plan.load(plan_path), Path(plan_path).parent
+    sig = onnx_io.ModelSignature(plan.segments[0].input, tuple(plan.segments[0].input_shape), ())
+    x = onnx_io.load_input(input_path, sig)
+    for segment in plan.segments:
+        circuit_files(plan_dir, segment).require(circuit_files(plan_dir, segment).compiled)
+    boundaries: list[Boundary] = []
+    segments_out = []
+    with atomic_dir(out_dir) as tmp:
+        current = x
+        for segment in tqdm(plan.segments, desc="prove segments", unit="seg", disable=quiet):
+            files = circuit_files(plan_dir, segment)
+            seg_dir = tmp / f"seg{segment.index}"
+            seg_dir.mkdir()
+            write_input(seg_dir / "input.json", current)
+            start = time.perf_counter()
+            witness = call_ezkl("witness", ezkl.gen_witness, str(seg_dir / "input.json"), str(files.compiled), str(seg_dir / "witness.json"))
+            record = {"index": segment.index, "mode": segment.mode, "witness_seconds": round(time.perf_counter() - start, 3)}
+            if not boundaries:
+                q_in = witness_inputs(witness)[0]
+                boundaries.append(Boundary(0, segment.input, segment.input_shape, q_in.tolist(), witness_commitments(witness, "inputs")[0]))
+            q_out = witness_outputs(witness)[0]
+            out_hash = witness_commitments(witness, "outputs")
+            boundaries.append(Boundary(segment.index + 1, segment.output, segment.output_shape, q_out.tolist(), out_hash[0] if out_hash else poseidon_commitment(q_out)))
+            if segment.mode == "zk":
+                record["prove_seconds"] = prover.prove_witness(files, seg_dir / "witness.json", seg_dir / "proof.json")
+            (seg_dir / "witness.json").unlink()
+            segments_out.append(record)
+            current = dequantize(q_out, plan.scale).reshape(segment.output_shape).astype(np.float32)
+        result = {
+            "plan": str(Path(plan_path).resolve()),
+            "plan_hash": plan.plan_hash,
+            "scale": plan.scale,
+            "output": dequantize(np.array(boundaries[-1].quantized), plan.scale).tolist(),
+            "segments": segments_out,
+            "boundaries": [asdict(b) for b in boundaries],
+        }
+        (tmp / "run.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def expected_instances(run: dict, segment_index: int, is_last: bool) -> list[str]:
+    """The public instances a proof of segment k must carry: [C_k, C_{k+1}], or [C_k, y...] for the last segment."""
+    boundaries = run["boundaries"]
+    head = [boundaries[segment_index]["commitment"]]
+    if is_last:
+        return head + [int_to_felt(v) for v in boundaries[segment_index + 1]["quantized"]]
+    return head + [boundaries[segment_index + 1]["commitment"]]
+
+
+def verify_run(plan_path: Path, run_dir: Path) -> dict:
+    """Verify every zk proof of a run off-chain and check that its public instances link to the published boundaries."""
+    plan, plan_dir = Plan.load(plan_path), Path(plan_path).parent
+    run_file = Path(run_dir) / "run.json"
+    if not run_file.is_file():
+        raise MissingArtifactError(f"{run_file} not found; run `imo prove PLAN INPUT --out {run_dir}` first")
+    run = json.loads(run_file.read_text())
+    if run["plan_hash"] != plan.plan_hash:
+        raise ProofError(f"{run_dir} was proven for plan {run['plan_hash'][:12]}…, not {plan.plan_hash[:12]}… ({plan_path})")
+    checked = []
+    for segment in plan.segments:
+        if segment.mode != "zk":
+            continue
+        proof_file = Path(run_dir) / f"seg{segment.index}" / "proof.json"
+        seconds = prover.verify(circuit_files(plan_dir, segment), proof_file=proof_file)
+        instances = json.loads(proof_file.read_text())["instances"][0]
+        if instances != expected_instances(run, segment.index, segment.index == len(plan.segments) - 1):
+            raise ProofError(f"segment {segment.index}'s proof does not link: its public instances differ from the published boundary commitments C_{segment.index}/C_{segment.index + 1}")
+        checked.append({"segment": segment.index, "verify_seconds": seconds})
+    return {"plan_hash": plan.plan_hash, "verified": checked, "linked": True}
