@@ -19,11 +19,12 @@ def cache_dir(*parts: str) -> Path:
 
 
 @contextmanager
-def atomic_dir(out_dir: Path) -> Iterator[Path]:
+def atomic_dir(out_dir: Path, derived: tuple[str, ...] = ()) -> Iterator[Path]:
     """Yield an empty temporary sibling of out_dir to write into. On success it takes out_dir's
     place by rename; on any exception it is deleted. So readers never see a half-written output.
     An existing out_dir is replaced only if it holds nothing but files the new output rewrites
-    (a previous run): a mistyped path must never delete unrelated data."""
+    (a previous run) or files derived from it by later steps (`derived`, e.g. a plan's circuits.json):
+    a mistyped path must never delete unrelated data."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -36,7 +37,7 @@ def atomic_dir(out_dir: Path) -> Iterator[Path]:
         if (
             out_dir.is_symlink()
             or not out_dir.is_dir()
-            or any(not p.is_file() or p.name not in new for p in out_dir.iterdir())
+            or any(p.is_symlink() or p.name not in new | set(derived) for p in out_dir.iterdir())
         ):
             raise OutputDirError(
                 f"refusing to replace {out_dir}: it holds files that are not from a previous"

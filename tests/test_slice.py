@@ -94,7 +94,7 @@ def test_missing_artifact_fails_with_one_line(tmp_path, proved_mlp, capsys):
 def test_tampered_proof_file_fails_offchain_verify(tmp_path, proved_mlp, capsys):
     copy = tmp_path / "proof"
     copy.mkdir()
-    for name in ("settings.json", "vk.key"):
+    for name in ("settings.json", "vk.key", "circuit.json"):
         (copy / name).write_bytes((proved_mlp / name).read_bytes())
     proof = json.loads((proved_mlp / "proof.json").read_text())
     felt = bytearray(bytes.fromhex(proof["instances"][0][0]))

@@ -52,21 +52,19 @@ against ``ezkl.gen_witness`` on thousands of random inputs; see
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-
-try:  # onnx is a hard dependency of the project, but keep import errors readable
-    import onnx
-    from onnx import numpy_helper
-except ImportError as exc:  # pragma: no cover
-    raise ImportError("imo.circuits.fixed_point requires the `onnx` package") from exc
+import onnx
+from onnx import numpy_helper
 
 __all__ = [
     "FIELD_MODULUS",
     "FixedPointProgram",
+    "Scales",
     "dequantize",
     "felt_to_hex_be",
     "felt_to_int",
@@ -76,9 +74,9 @@ __all__ = [
     "round_half_away",
     "run_fixed_point",
     "scales_from_settings",
+    "witness_commitments",
     "witness_inputs",
     "witness_outputs",
-    "witness_commitments",
 ]
 
 #: BN254 scalar field modulus (the field ezkl's halo2 circuits live in).
@@ -217,6 +215,8 @@ def poseidon_commitment(q: np.ndarray) -> str:
 # --------------------------------------------------------------------------- #
 @dataclass(frozen=True)
 class Scales:
+    """Scales (log2 of the fixed-point multiplier) from ezkl's ``run_args``."""
+
     input: int
     params: int
     rebase: int  # target scale of every rebase (global scale * multiplier)
@@ -310,7 +310,7 @@ class _SigmoidTable:
 
     def __init__(self, scale: int):
         m = 2.0**scale
-        half = int(math.ceil(m * (math.log(2.0 * m) + 2.0))) + 2
+        half = math.ceil(m * (math.log(2.0 * m) + 2.0)) + 2
         self.ok = 2 * half + 1 <= self.MAX_ENTRIES
         self.scale = scale
         if self.ok:
@@ -414,6 +414,8 @@ class FixedPointProgram:
             with open(settings) as fh:
                 settings = json.load(fh)
         self.scales = scales_from_settings(settings)
+        run_args = settings.get("run_args", settings)
+        self._variables = {str(k): int(v) for k, v in run_args.get("variables", [["batch_size", 1]])}
         self._steps: list[_Step] = []
         self._n_slots = 0
         self._compile(model)
@@ -448,16 +450,21 @@ class FixedPointProgram:
 
     # --------------------------------------------------------------- compile
     def _compile(self, model: onnx.ModelProto) -> None:
-        try:
-            model = onnx.shape_inference.infer_shapes(model)
-        except Exception:  # pragma: no cover - best effort
-            pass
         graph = model.graph
+        # input shapes (all others are derived); symbolic dims are resolved from the
+        # settings' run_args.variables, as ezkl does (e.g. batch_size -> 1)
         shapes: dict[str, tuple[int, ...]] = {}
-        for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
-            dims = vi.type.tensor_type.shape.dim
-            if all(d.HasField("dim_value") for d in dims):
-                shapes[vi.name] = tuple(d.dim_value for d in dims)
+        for vi in graph.input:
+            dims = []
+            for d in vi.type.tensor_type.shape.dim:
+                if d.HasField("dim_value"):
+                    dims.append(d.dim_value)
+                elif d.HasField("dim_param") and d.dim_param in self._variables:
+                    dims.append(self._variables[d.dim_param])
+                else:
+                    break
+            else:
+                shapes[vi.name] = tuple(dims)
 
         vals: dict[str, _Const | _Act] = {}
         inits = {t.name for t in graph.initializer}
@@ -473,7 +480,7 @@ class FixedPointProgram:
             if inp.name in inits:
                 continue
             if inp.name not in shapes:
-                raise NotImplementedError(f"input {inp.name!r} has a dynamic shape; export with fixed shapes")
+                raise NotImplementedError(f"input {inp.name!r} has a dynamic shape not fixed by run_args.variables")
             ty = inp.type.tensor_type.elem_type
             if ty not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
                 raise NotImplementedError(f"input {inp.name!r} has non-float type {ty}")

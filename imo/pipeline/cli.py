@@ -90,16 +90,27 @@ def cmd_prove(args: argparse.Namespace) -> None:
 
 
 def _prove_plan(args: argparse.Namespace) -> None:
+    import resource
+
+    from imo.proving.executors import gpu_prover, make_executor
     from imo.proving.segments import prove_plan
 
-    run = prove_plan(Path(args.onnx), Path(args.input), Path(args.out), quiet=args.quiet)
+    if args.gpu:
+        gpu_prover()
+    executor = make_executor(args.executor, args.workers, args.address)
+    run = prove_plan(Path(args.onnx), Path(args.input), Path(args.out), executor=executor, quiet=args.quiet)
+    peak = max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024] + [s.get("peak_rss_bytes", 0) for s in run["segments"]])
     lines = [f"proved plan {run['plan_hash'][:16]}… → {args.out}"]
     for seg in run["segments"]:
-        proof = f", proof {seg['prove_seconds']:.2f} s" if "prove_seconds" in seg else " (optimistic: no proof)"
+        if seg["mode"] == "op":
+            proof = " (optimistic: no proof)"
+        else:
+            proof = ", proof reused from the store" if seg["proof_cached"] else f", proof {seg['prove_seconds']:.2f} s ({seg['worker']})"
         lines.append(f"  seg {seg['index']} {seg['mode']}: witness {seg['witness_seconds']:.2f} s{proof}")
     for b in run["boundaries"]:
         lines.append(f"  C_{b['index']} = 0x{int.from_bytes(bytes.fromhex(b['commitment']), 'little'):064x}  ({b['name']}, shape {b['shape']})")
     lines.append(f"  output {[round(v, 4) for v in run['output']]}")
+    lines.append(f"done in {run['wall_seconds']:.1f} s, peak memory {peak / 2**30:.2f} GiB")
     _print(args, run, "\n".join(lines))
 
 
@@ -181,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", help="input JSON with N samples concatenated, used to calibrate scales (default: the input itself)")
     p.add_argument("--srs", help="KZG SRS file from a public ceremony (default: a cached development SRS from ezkl.gen_srs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--executor", choices=["local", "ray"], default="local", help="plans only: prove zk segments in a local process pool (default) or on a Ray cluster")
+    p.add_argument("--workers", type=int, help="local executor: parallel provers (default: CPU count; memory-aware)")
+    p.add_argument("--address", help="Ray executor: cluster address, e.g. 127.0.0.1:6379 (default: start/attach a local Ray)")
+    p.add_argument("--gpu", action="store_true", help="prove with an ezkl GPU build (ezkl-gpu); an error if none is installed")
 
     p = command("verify", cmd_verify, "verify a proof directory off-chain and, with --onchain, with its Solidity verifier on a chain")
     p.add_argument("dir", help="directory written by `imo prove`")

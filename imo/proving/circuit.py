@@ -50,6 +50,14 @@ class CircuitFiles:
             if not path.is_file():
                 raise MissingArtifactError(f"{path} not found; run `imo prove` (or `imo compile`) to build it")
 
+    def srs(self) -> Path:
+        """The SRS this circuit's keys were made with: proving or verifying with any other one fails."""
+        self.require(self.report)
+        path = Path(json.loads(self.report.read_text())["srs"])
+        if not path.is_file():
+            raise MissingArtifactError(f"the SRS {path} that {self.root} was set up with is missing; pass it with --srs or recompile")
+        return path
+
     def settings_dict(self) -> dict:
         self.require(self.settings)
         return json.loads(self.settings.read_text())

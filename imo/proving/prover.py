@@ -12,7 +12,6 @@ from imo.errors import ProofError
 from imo.proving import onnx_io
 from imo.proving.circuit import CircuitFiles, dequantized_outputs, write_input
 from imo.proving.native import call_ezkl
-from imo.proving.srs import srs_path
 
 
 @dataclass
@@ -58,7 +57,7 @@ def prove(files: CircuitFiles, x: np.ndarray, srs_file: Path | None = None) -> P
 def prove_witness(files: CircuitFiles, witness_file: Path, proof_file: Path, srs_file: Path | None = None) -> float:
     """Prove a witness with the circuit's proving key; return the seconds it took."""
     files.require(files.compiled, files.pk, files.settings)
-    srs = srs_path(files.settings_dict()["run_args"]["logrows"], srs_file)
+    srs = srs_file or files.srs()
     start = time.perf_counter()
     call_ezkl("prove", ezkl.prove, str(witness_file), str(files.compiled), str(files.pk), str(proof_file), srs_path=str(srs))
     return round(time.perf_counter() - start, 3)
@@ -68,7 +67,7 @@ def verify(files: CircuitFiles, srs_file: Path | None = None, proof_file: Path |
     """Verify a proof (default: the circuit directory's own proof.json) off-chain; return the seconds it took or raise ProofError."""
     proof_file = proof_file or proof_path(files)
     files.require(proof_file, files.settings, files.vk)
-    srs = srs_path(files.settings_dict()["run_args"]["logrows"], srs_file)
+    srs = srs_file or files.srs()
     start = time.perf_counter()
     call_ezkl("verify", ezkl.verify, str(proof_file), str(files.settings), str(files.vk), srs_path=str(srs))
     return round(time.perf_counter() - start, 3)

@@ -2,7 +2,8 @@
 
 Every segment, zk or op, gets a circuit and keys (op circuits are needed to prove fraud). Proving runs the
 segments in order with ezkl's fixed-point semantics: segment k's quantized output, dequantized at the plan's
-common scale, is exactly segment k+1's quantized input, so C_k (output hash of k) = C_k (input hash of k+1)."""
+common scale, is exactly segment k+1's quantized input, so C_k (output hash of k) = C_k (input hash of k+1).
+Witnesses are cheap and computed in order; the zk proofs are independent and go to an executor in parallel."""
 
 import json
 import time
@@ -19,11 +20,18 @@ from imo.errors import MissingArtifactError, ProofError
 from imo.fsutil import atomic_dir
 from imo.proving import onnx_io, prover
 from imo.proving.circuit import CircuitFiles, Visibility, build_circuit, write_input
+from imo.proving.executors import LocalExecutor, ProveJob
 from imo.proving.native import call_ezkl
+from imo.proving.store import ArtifactStore, circuit_key, proof_key
+
+CIRCUITS_FILE = "circuits.json"  # beside plan.json: segment index → circuit entry in the artifact store
 
 
 def circuit_files(plan_dir: Path, segment: Segment) -> CircuitFiles:
-    return CircuitFiles(Path(plan_dir) / "circuits" / f"seg{segment.index}")
+    index = Path(plan_dir) / CIRCUITS_FILE
+    if not index.is_file():
+        raise MissingArtifactError(f"{index} not found; run `imo compile {Path(plan_dir) / 'plan.json'}` first")
+    return CircuitFiles(json.loads(index.read_text())[str(segment.index)]["dir"])
 
 
 def segment_visibility(plan: Plan, segment: Segment) -> Visibility:
@@ -32,18 +40,23 @@ def segment_visibility(plan: Plan, segment: Segment) -> Visibility:
     return Visibility(input="hashed", output="public" if last else "hashed")
 
 
-def compile_plan(plan_path: Path, calibration: np.ndarray, quiet: bool = False) -> list[dict]:
-    """Build every segment's circuit and keys under <plan dir>/circuits/seg<k>/. `calibration` is (N, *model input shape)."""
+def compile_plan(plan_path: Path, calibration: np.ndarray, store: ArtifactStore | None = None, quiet: bool = False) -> list[dict]:
+    """Build (or find in the store) every segment's circuit and keys. `calibration` is (N, *model input shape)."""
     plan, plan_dir = Plan.load(plan_path), Path(plan_path).parent
-    batch = [x.astype(np.float32) for x in calibration]
-    reports = []
+    store = store or ArtifactStore()
+    batch = np.asarray(calibration, dtype=np.float32)
+    reports, index = [], {}
     for segment in tqdm(plan.segments, desc="compile segments", unit="seg", disable=quiet):
         onnx_path = plan_dir / segment.onnx
-        files = circuit_files(plan_dir, segment)
-        with atomic_dir(files.root) as tmp:
-            report = build_circuit(onnx_path, np.stack(batch), CircuitFiles(tmp), segment_visibility(plan, segment), scales=[plan.scale], quiet=quiet)
-        reports.append({"segment": segment.index, "mode": segment.mode, "est_logrows": segment.est_logrows, **asdict(report)})
-        batch = [onnx_io.run_onnxruntime(onnx_path, x)[0] for x in batch]  # float inputs of the next segment, for calibration only
+        visibility = segment_visibility(plan, segment)
+        key = circuit_key(onnx_path.read_bytes(), visibility, [plan.scale], batch)
+        start = time.perf_counter()
+        files, hit = store.circuit(key, lambda files: build_circuit(onnx_path, batch, files, visibility, scales=[plan.scale], quiet=quiet))
+        report = json.loads(files.report.read_text())
+        reports.append({"segment": segment.index, "mode": segment.mode, "est_logrows": segment.est_logrows, "cached": hit, "wall_seconds": round(time.perf_counter() - start, 3), **report})
+        index[str(segment.index)] = {"key": key, "dir": str(files.root)}
+        batch = np.stack([onnx_io.run_onnxruntime(onnx_path, x)[0] for x in batch])  # float inputs of the next segment, for calibration only
+    (plan_dir / CIRCUITS_FILE).write_text(json.dumps(index, indent=2))
     return reports
 
 
@@ -58,43 +71,54 @@ class Boundary:
     commitment: str  # Poseidon hash, little-endian hex field element as ezkl writes it
 
 
-def prove_plan(plan_path: Path, input_path: Path, out_dir: Path, quiet: bool = False) -> dict:
-    """Run every segment with ezkl's fixed-point witness, prove the zk segments, and write boundaries, commitments
-    and proofs to out_dir (atomically)."""
+def prove_plan(plan_path: Path, input_path: Path, out_dir: Path, executor=None, store: ArtifactStore | None = None, quiet: bool = False) -> dict:
+    """Run every segment with ezkl's fixed-point witness, prove the zk segments (reusing proofs already in the store),
+    and write boundaries, commitments and proofs to out_dir (atomically)."""
     plan, plan_dir = Plan.load(plan_path), Path(plan_path).parent
+    store = store or ArtifactStore()
+    executor = executor or LocalExecutor()
     sig = onnx_io.ModelSignature(plan.segments[0].input, tuple(plan.segments[0].input_shape), ())
     x = onnx_io.load_input(input_path, sig)
+    index = json.loads((plan_dir / CIRCUITS_FILE).read_text()) if (plan_dir / CIRCUITS_FILE).is_file() else {}
     for segment in plan.segments:
         circuit_files(plan_dir, segment).require(circuit_files(plan_dir, segment).compiled)
-    boundaries: list[Boundary] = []
-    segments_out = []
+    start_all = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
-        current = x
-        for segment in tqdm(plan.segments, desc="prove segments", unit="seg", disable=quiet):
-            files = circuit_files(plan_dir, segment)
-            seg_dir = tmp / f"seg{segment.index}"
+        boundaries, records, jobs, current = [], [], [], x
+        for segment in tqdm(plan.segments, desc="witness", unit="seg", disable=quiet, leave=False):
+            files, seg_dir = circuit_files(plan_dir, segment), tmp / f"seg{segment.index}"
             seg_dir.mkdir()
             write_input(seg_dir / "input.json", current)
             start = time.perf_counter()
             witness = call_ezkl("witness", ezkl.gen_witness, str(seg_dir / "input.json"), str(files.compiled), str(seg_dir / "witness.json"))
-            record = {"index": segment.index, "mode": segment.mode, "witness_seconds": round(time.perf_counter() - start, 3)}
+            records.append({"index": segment.index, "mode": segment.mode, "witness_seconds": round(time.perf_counter() - start, 3)})
+            q_in, q_out = witness_inputs(witness)[0], witness_outputs(witness)[0]
             if not boundaries:
-                q_in = witness_inputs(witness)[0]
                 boundaries.append(Boundary(0, segment.input, segment.input_shape, q_in.tolist(), witness_commitments(witness, "inputs")[0]))
-            q_out = witness_outputs(witness)[0]
             out_hash = witness_commitments(witness, "outputs")
             boundaries.append(Boundary(segment.index + 1, segment.output, segment.output_shape, q_out.tolist(), out_hash[0] if out_hash else poseidon_commitment(q_out)))
             if segment.mode == "zk":
-                record["prove_seconds"] = prover.prove_witness(files, seg_dir / "witness.json", seg_dir / "proof.json")
-            (seg_dir / "witness.json").unlink()
-            segments_out.append(record)
+                jobs.append(ProveJob(segment.index, str(files.root), str(seg_dir / "witness.json"), str(store.root), proof_key(index[str(segment.index)]["key"], q_in)))
             current = dequantize(q_out, plan.scale).reshape(segment.output_shape).astype(np.float32)
+        cached = {job.segment: store.get("proofs", job.proof_key) for job in jobs}
+        results = {r.segment: r for r in executor.run([job for job in jobs if cached[job.segment] is None], quiet=quiet)}
+        for record in records:
+            if record["index"] in cached:
+                hit = cached[record["index"]]
+                entry = Path(hit) if hit else Path(results[record["index"]].proof_dir)
+                (tmp / f"seg{record['index']}" / "proof.json").write_bytes((entry / "proof.json").read_bytes())
+                record["proof_cached"] = hit is not None
+                if not hit:
+                    r = results[record["index"]]
+                    record.update(prove_seconds=r.seconds, peak_rss_bytes=r.peak_rss_bytes, worker=r.worker, prove_span=[r.started, r.finished])
+            (tmp / f"seg{record['index']}" / "witness.json").unlink()
         result = {
             "plan": str(Path(plan_path).resolve()),
             "plan_hash": plan.plan_hash,
             "scale": plan.scale,
             "output": dequantize(np.array(boundaries[-1].quantized), plan.scale).tolist(),
-            "segments": segments_out,
+            "wall_seconds": round(time.perf_counter() - start_all, 3),
+            "segments": records,
             "boundaries": [asdict(b) for b in boundaries],
         }
         (tmp / "run.json").write_text(json.dumps(result, indent=2))
