@@ -106,7 +106,7 @@ def _prove_plan(args: argparse.Namespace) -> None:
             proof = " (optimistic: no proof)"
         else:
             proof = ", proof reused from the store" if seg["proof_cached"] else f", proof {seg['prove_seconds']:.2f} s ({seg['worker']})"
-        lines.append(f"  seg {seg['index']} {seg['mode']}: witness {seg['witness_seconds']:.2f} s{proof}")
+        lines.append(f"  seg {seg['index']} {seg['mode']}: execute {seg['execute_seconds']:.3f} s{proof}")
     for b in run["boundaries"]:
         lines.append(f"  C_{b['index']} = 0x{int.from_bytes(bytes.fromhex(b['commitment']), 'little'):064x}  ({b['name']}, shape {b['shape']})")
     lines.append(f"  output {[round(v, 4) for v in run['output']]}")

@@ -14,7 +14,7 @@ import ezkl
 import numpy as np
 from tqdm import tqdm
 
-from imo.circuits.fixed_point import dequantize, int_to_felt, poseidon_commitment, witness_commitments, witness_inputs, witness_outputs
+from imo.circuits.fixed_point import FixedPointProgram, dequantize, int_to_felt, poseidon_commitment, quantize, witness_commitments, witness_outputs
 from imo.circuits.plan import Plan, Segment
 from imo.errors import MissingArtifactError, ProofError
 from imo.fsutil import atomic_dir
@@ -72,8 +72,8 @@ class Boundary:
 
 
 def prove_plan(plan_path: Path, input_path: Path, out_dir: Path, executor=None, store: ArtifactStore | None = None, quiet: bool = False) -> dict:
-    """Run every segment with ezkl's fixed-point witness, prove the zk segments (reusing proofs already in the store),
-    and write boundaries, commitments and proofs to out_dir (atomically)."""
+    """Execute every segment in ezkl's fixed-point semantics (zk: ezkl's witness, op: the native executor), prove the
+    zk segments (reusing proofs already in the store), and write boundaries, commitments and proofs to out_dir (atomically)."""
     plan, plan_dir = Plan.load(plan_path), Path(plan_path).parent
     store = store or ArtifactStore()
     executor = executor or LocalExecutor()
@@ -84,22 +84,26 @@ def prove_plan(plan_path: Path, input_path: Path, out_dir: Path, executor=None, 
         circuit_files(plan_dir, segment).require(circuit_files(plan_dir, segment).compiled)
     start_all = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
-        boundaries, records, jobs, current = [], [], [], x
-        for segment in tqdm(plan.segments, desc="witness", unit="seg", disable=quiet, leave=False):
+        boundaries, records, jobs = [], [], []
+        q_prev, c_prev = quantize(x, plan.scale), None
+        for segment in tqdm(plan.segments, desc="execute", unit="seg", disable=quiet, leave=False):
             files, seg_dir = circuit_files(plan_dir, segment), tmp / f"seg{segment.index}"
             seg_dir.mkdir()
-            write_input(seg_dir / "input.json", current)
             start = time.perf_counter()
-            witness = call_ezkl("witness", ezkl.gen_witness, str(seg_dir / "input.json"), str(files.compiled), str(seg_dir / "witness.json"))
-            records.append({"index": segment.index, "mode": segment.mode, "witness_seconds": round(time.perf_counter() - start, 3)})
-            q_in, q_out = witness_inputs(witness)[0], witness_outputs(witness)[0]
+            if segment.mode == "zk":  # the prover needs ezkl's witness file
+                write_input(seg_dir / "input.json", dequantize(q_prev, plan.scale).reshape(segment.input_shape))
+                witness = call_ezkl("witness", ezkl.gen_witness, str(seg_dir / "input.json"), str(files.compiled), str(seg_dir / "witness.json"))
+                q_out, out_hash = witness_outputs(witness)[0], witness_commitments(witness, "outputs")
+                c_in, c_out = witness_commitments(witness, "inputs")[0], out_hash[0] if out_hash else poseidon_commitment(q_out)
+                jobs.append(ProveJob(segment.index, str(files.root), str(seg_dir / "witness.json"), str(store.root), proof_key(index[str(segment.index)]["key"], q_prev)))
+            else:  # optimistic: the native fixed-point executor, bit-exact with the circuit a fraud proof would use
+                q_out = FixedPointProgram(plan_dir / segment.onnx, files.settings_dict())(q_prev.reshape(segment.input_shape)).ravel()
+                c_in, c_out = c_prev or poseidon_commitment(q_prev), poseidon_commitment(q_out)
+            records.append({"index": segment.index, "mode": segment.mode, "execute_seconds": round(time.perf_counter() - start, 3)})
             if not boundaries:
-                boundaries.append(Boundary(0, segment.input, segment.input_shape, q_in.tolist(), witness_commitments(witness, "inputs")[0]))
-            out_hash = witness_commitments(witness, "outputs")
-            boundaries.append(Boundary(segment.index + 1, segment.output, segment.output_shape, q_out.tolist(), out_hash[0] if out_hash else poseidon_commitment(q_out)))
-            if segment.mode == "zk":
-                jobs.append(ProveJob(segment.index, str(files.root), str(seg_dir / "witness.json"), str(store.root), proof_key(index[str(segment.index)]["key"], q_in)))
-            current = dequantize(q_out, plan.scale).reshape(segment.output_shape).astype(np.float32)
+                boundaries.append(Boundary(0, segment.input, segment.input_shape, q_prev.ravel().tolist(), c_in))
+            boundaries.append(Boundary(segment.index + 1, segment.output, segment.output_shape, q_out.tolist(), c_out))
+            q_prev, c_prev = q_out, c_out
         cached = {job.segment: store.get("proofs", job.proof_key) for job in jobs}
         results = {r.segment: r for r in executor.run([job for job in jobs if cached[job.segment] is None], quiet=quiet)}
         for record in records:
@@ -111,7 +115,7 @@ def prove_plan(plan_path: Path, input_path: Path, out_dir: Path, executor=None, 
                 if not hit:
                     r = results[record["index"]]
                     record.update(prove_seconds=r.seconds, peak_rss_bytes=r.peak_rss_bytes, worker=r.worker, prove_span=[r.started, r.finished])
-            (tmp / f"seg{record['index']}" / "witness.json").unlink()
+            (tmp / f"seg{record['index']}" / "witness.json").unlink(missing_ok=True)
         result = {
             "plan": str(Path(plan_path).resolve()),
             "plan_hash": plan.plan_hash,

@@ -1,0 +1,75 @@
+"""A hybrid plan end to end: zk input layer proven, op layer executed natively (bit-exact with the circuit), and
+the fraud-proof property: an ezkl proof of the op segment agrees with an honest result and contradicts any
+result one LSB off."""
+
+import json
+
+import ezkl
+import numpy as np
+import pytest
+
+from imo.circuits.fixed_point import dequantize, int_to_felt
+from imo.circuits.plan import Plan, make_plan, write_plan
+from imo.models import cached_export
+from imo.proving import onnx_io, prover
+from imo.proving.circuit import write_input
+from imo.proving.native import call_ezkl
+from imo.proving.segments import circuit_files, compile_plan, expected_instances, prove_plan, verify_run
+
+
+@pytest.fixture(scope="module")
+def hybrid_run(tmp_path_factory):
+    """mlp with a private input layer and a budget that sends the rest optimistic: (plan file, run dict, fraud-proof instances)."""
+    exported = cached_export("mlp")
+    root = tmp_path_factory.mktemp("hybrid")
+    plan_file = write_plan(*make_plan(exported.onnx_path, private_input=True, budget_logrows=14), root / "plan")
+    sig = onnx_io.signature(onnx_io.load_model(exported.onnx_path))
+    compile_plan(plan_file, onnx_io.load_batch(exported.onnx_path.with_name("calibration.json"), sig)[:8], quiet=True)
+    run = prove_plan(plan_file, exported.input_path, root / "run", quiet=True)
+    plan = Plan.load(plan_file)
+    op = next(s for s in plan.segments if s.mode == "op")
+    # what a challenger does: prove the op segment with ezkl from the published input boundary
+    files = circuit_files(plan_file.parent, op)
+    write_input(root / "op-input.json", dequantize(np.array(run["boundaries"][op.index]["quantized"]), plan.scale).reshape(op.input_shape))
+    call_ezkl("witness", ezkl.gen_witness, str(root / "op-input.json"), str(files.compiled), str(root / "op-witness.json"))
+    prover.prove_witness(files, root / "op-witness.json", root / "op-proof.json")
+    prover.verify(files, proof_file=root / "op-proof.json")
+    instances = json.loads((root / "op-proof.json").read_text())["instances"][0]
+    return plan_file, root / "run", run, op, instances
+
+
+def test_plan_is_zk_input_layer_then_op(hybrid_run):
+    plan_file, *_ = hybrid_run
+    assert [s.mode for s in Plan.load(plan_file).segments] == ["zk", "op"]
+
+
+def test_zk_proofs_of_a_hybrid_run_verify_and_link(hybrid_run):
+    plan_file, run_dir, *_ = hybrid_run
+    assert verify_run(plan_file, run_dir)["linked"]
+
+
+def test_honest_op_result_is_not_contradicted_by_an_ezkl_proof(hybrid_run):
+    plan_file, _, run, op, instances = hybrid_run
+    is_last = op.index == len(Plan.load(plan_file).segments) - 1
+    assert instances == expected_instances(run, op.index, is_last)
+
+
+def test_a_one_lsb_change_in_any_op_output_element_is_contradicted(hybrid_run):
+    _, _, run, op, instances = hybrid_run
+    claimed = run["boundaries"][op.index + 1]["quantized"]
+    for i in range(len(claimed)):
+        for delta in (-1, 1):
+            wrong = list(claimed)
+            wrong[i] += delta
+            assert instances[1:] != [int_to_felt(v) for v in wrong]
+    assert instances[1:] == [int_to_felt(v) for v in claimed]
+
+
+def test_hybrid_output_matches_onnxruntime_within_tolerance(hybrid_run):
+    plan_file, _, run, *_ = hybrid_run
+    plan = Plan.load(plan_file)
+    exported = cached_export("mlp")
+    x = onnx_io.load_input(exported.input_path, onnx_io.signature(onnx_io.load_model(exported.onnx_path)))
+    expected = onnx_io.run_onnxruntime(exported.onnx_path, x)[0].ravel()
+    tolerance = sum(json.loads(circuit_files(plan_file.parent, s).report.read_text())["tolerance"] for s in plan.segments)
+    assert np.max(np.abs(np.array(run["output"]) - expected)) <= tolerance
