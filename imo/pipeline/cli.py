@@ -153,6 +153,35 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(json.dumps(summary, indent=2))
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from imo.pipeline.bench import run_bench
+
+    bench = run_bench(Path(args.out), quick=args.quick, models=args.models)
+    _print(args, bench, (Path(args.out) / "bench.md").read_text() + f"\nwrote {args.out}/bench.json, bench.md, time.png, memory.png")
+
+
+def cmd_node(args: argparse.Namespace) -> None:
+    import logging
+
+    from imo.pipeline.nodes import ChallengerNode, OracleNode
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s")
+    account = int(args.account) if args.account and args.account.isdigit() else args.account or (1 if args.role == "oracle" else 2)
+    common = dict(rpc_url=args.rpc_url, deployment=Path(args.deployment), plan_file=Path(args.plan), account=account,
+                  state=Path(args.state or f"node-{args.role}.sqlite"), poll_interval=args.poll)
+    if args.role == "oracle":
+        node = OracleNode(**common, inbox=Path(args.inbox) if args.inbox else None, dishonest=args.dishonest, seed=args.seed)
+    else:
+        node = ChallengerNode(**common)
+    if args.once:
+        node.step()
+        counts: dict = {}
+        for r in node.state.requests():
+            counts[r.status] = counts.get(r.status, 0) + 1
+        return _print(args, counts, ", ".join(f"{k}: {v}" for k, v in counts.items()) or "no requests")
+    node.run_forever()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imo", description="Initial Model Offerings: verifiable AI inference (ezkl zk-SNARKs + optimistic fraud proofs) whose fees flow to an ERC-7641 revenue-share token.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -203,6 +232,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onchain", action="store_true", help="deploy the generated verifier and verify in a transaction; prints gas")
     p.add_argument("--rpc-url", help="JSON-RPC node with unlocked accounts (default: an embedded anvil on 127.0.0.1)")
     p.add_argument("--srs", help="the SRS file the proof was made with, if not the cached development one")
+
+    p = command("bench", cmd_bench, "measure monolithic vs segmented vs hybrid proving side by side; writes bench.json, bench.md and PNG plots")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--quick", action="store_true", help="mlp only, fewer repeats (under 3 minutes on 2 cores)")
+    p.add_argument("--models", nargs="+", help="zoo models to bench (default: mlp cnn mlp-wide; --quick: mlp)")
+
+    p = command("node", cmd_node, "run an oracle node (answers requests) or a challenger node (fraud proofs, finalize) with sqlite state")
+    p.add_argument("role", choices=["oracle", "challenger"])
+    p.add_argument("--rpc-url", required=True, help="JSON-RPC node with unlocked accounts")
+    p.add_argument("--deployment", required=True, help="deployment.json written by `imo deploy`")
+    p.add_argument("--plan", required=True, help="the compiled plan.json of the model(s) to serve (matched by plan hash)")
+    p.add_argument("--state", help="sqlite file with the node's work; a restart resumes from it (default node-ROLE.sqlite)")
+    p.add_argument("--account", help="sender: an index into the node's unlocked accounts or an address (default 1 oracle, 2 challenger)")
+    p.add_argument("--inbox", help="oracle: directory of private inputs named <C_0 as 0x hex>.json (ezkl input format)")
+    p.add_argument("--dishonest", choices=["boundary", "output", "commitment", "random"], help="oracle, tests and demo only: corrupt every answer this way")
+    p.add_argument("--seed", type=int, default=0, help="oracle: seed of the --dishonest choices")
+    p.add_argument("--poll", type=float, default=1.0, help="seconds between polls (default 1)")
+    p.add_argument("--once", action="store_true", help="one poll iteration, then print the request counts by status")
+    p.add_argument("--quiet", action="store_true", help="log warnings only")
 
     p = command("demo", cmd_demo, "run the end-to-end story on an embedded anvil and print what happened")
     p.add_argument("--workdir", default="out/demo", help="where artifacts go (default out/demo)")

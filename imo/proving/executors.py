@@ -64,16 +64,18 @@ def available_memory() -> int:
 
 
 class LocalExecutor:
-    """workers=1 proves in this process, one segment after another; workers>1 uses a process pool that starts a job
-    only if the memory estimates of the running jobs plus this one fit in available RAM (one job always runs)."""
+    """workers=1 proves in this process, one segment after another (isolate=True: each in a fresh process, so its
+    peak memory is measured alone); workers>1 uses a process pool that starts a job only if the memory estimates
+    of the running jobs plus this one fit in available RAM (one job always runs)."""
 
-    def __init__(self, workers: int | None = None, memory_limit: int | None = None):
+    def __init__(self, workers: int | None = None, memory_limit: int | None = None, isolate: bool = False):
         self.workers = workers or os.cpu_count() or 1
         self.memory_limit = memory_limit
+        self.isolate = isolate
 
     def run(self, jobs: list[ProveJob], quiet: bool = False) -> list[JobResult]:
         bar = tqdm(total=len(jobs), desc="prove", unit="proof", disable=quiet or not jobs, leave=False)
-        if self.workers == 1 or len(jobs) <= 1:
+        if not self.isolate and (self.workers == 1 or len(jobs) <= 1):
             results = []
             for job in jobs:
                 results.append(run_job(job))

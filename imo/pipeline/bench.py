@@ -1,0 +1,203 @@
+"""`imo bench`: what the hybrid buys over proving a whole model with ezkl, measured side by side in one run.
+
+Per model: onnxruntime latency; the native fixed-point executor and ezkl's reference witness; monolithic ezkl
+(setup and prove separately); segmented fully-zk (sequential and parallel); the hybrid plan (zk input layer,
+op rest). Every prove runs in a fresh process so its peak RSS is its own. Writes bench.json, bench.md, PNG plots."""
+
+import json
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import ezkl
+import numpy as np
+from tqdm import tqdm
+
+from imo.circuits.fixed_point import FixedPointProgram
+from imo.circuits.plan import Plan, make_plan, write_plan
+from imo.models import cached_export
+from imo.pipeline.chain import anvil
+from imo.proving import onnx_io
+from imo.proving.circuit import CircuitFiles, Visibility, build_circuit, write_input
+from imo.proving.executors import LocalExecutor, ProveJob
+from imo.proving.native import call_ezkl
+from imo.proving.segments import circuit_files, compile_plan, prove_plan
+from imo.proving.store import ArtifactStore
+from imo.verifier_contracts.evm import ProofCall, compile_verifier, deploy, verify_onchain
+
+HYBRID_BUDGET = {"mlp": 14, "cnn": 14, "mlp-wide": 17}  # logrows above which a layer runs optimistically
+
+
+def _timeit(fn, repeat: int) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+def _ort_ms(onnx_path: Path, x: np.ndarray, repeat: int) -> float:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return 1e3 * _timeit(lambda: session.run(None, {name: x}), repeat)
+
+
+def _verify_gas(chain, files: CircuitFiles, proof_file: Path) -> int:
+    verifier, _ = deploy(chain.w3, compile_verifier(files.verifier_sol), chain.accounts[0])
+    accepted, gas = verify_onchain(verifier, ProofCall.from_proof_file(proof_file), chain.accounts[0])
+    return gas if accepted else -1
+
+
+def bench_model(name: str, work: Path, chain, quick: bool) -> dict:
+    exported = cached_export(name)
+    sig = onnx_io.signature(onnx_io.load_model(exported.onnx_path))
+    x = onnx_io.load_input(exported.input_path, sig)
+    calibration = onnx_io.load_batch(exported.onnx_path.with_name("calibration.json"), sig)[: 4 if quick else 16]
+    store = ArtifactStore(work / "store")
+    result: dict = {"model": name, "params": json.loads(exported.card_path.read_text())["params"]}
+
+    # native latencies
+    result["onnxruntime_ms"] = _ort_ms(exported.onnx_path, x.astype(np.float32), 20 if quick else 200)
+
+    # monolithic ezkl: compile with the same pipeline as `imo prove`, prove in a fresh process
+    mono = CircuitFiles(work / "mono")
+    report = build_circuit(exported.onnx_path, calibration, mono, Visibility(), quiet=True)
+    write_input(work / "mono-input.json", x)
+    call_ezkl("witness", ezkl.gen_witness, str(work / "mono-input.json"), str(mono.compiled), str(work / "mono-witness.json"))
+    (job_result,) = LocalExecutor(1, isolate=True).run([ProveJob(0, str(mono.root), str(work / "mono-witness.json"), str(store.root), "mono")], quiet=True)
+    mono_proof = Path(job_result.proof_dir) / "proof.json"
+    result["monolithic"] = {
+        "logrows": report.logrows, "setup_s": report.seconds["setup"], "prove_s": job_result.seconds,
+        "peak_rss_mb": job_result.peak_rss_bytes / 2**20, "pk_mb": report.pk_bytes / 2**20,
+        "proof_bytes": len(ProofCall.from_proof_file(mono_proof).proof), "verify_gas": _verify_gas(chain, mono, mono_proof),
+    }
+
+    # segmented fully-zk, one segment per layer: sequential vs parallel
+    seg_plan = write_plan(*make_plan(exported.onnx_path, merge=False), work / "segmented")
+    compile_reports = compile_plan(seg_plan, calibration, store=store, quiet=True)
+    runs = {}
+    for mode, executor in (("sequential", LocalExecutor(1, isolate=True)), ("parallel", LocalExecutor(2))):
+        shutil.rmtree(store.root / "proofs", ignore_errors=True)
+        runs[mode] = prove_plan(seg_plan, exported.input_path, work / f"run-{mode}", executor=executor, store=store, quiet=True)
+    plan = Plan.load(seg_plan)
+    result["segmented"] = {
+        "segments": len(plan.segments), "logrows": [r["logrows"] for r in compile_reports],
+        "setup_s": sum(r["seconds"]["setup"] for r in compile_reports),
+        "sequential_s": runs["sequential"]["wall_seconds"], "parallel_s": runs["parallel"]["wall_seconds"],
+        "peak_rss_mb": max(s["peak_rss_bytes"] for s in runs["sequential"]["segments"]) / 2**20,
+        "pk_mb": sum(r["pk_bytes"] for r in compile_reports) / 2**20,
+        "verify_gas": [_verify_gas(chain, circuit_files(seg_plan.parent, s), work / "run-parallel" / f"seg{s.index}" / "proof.json") for s in plan.segments],
+    }
+
+    # hybrid: zk input layer, the rest optimistic
+    hybrid_plan = write_plan(*make_plan(exported.onnx_path, private_input=True, budget_logrows=HYBRID_BUDGET[name]), work / "hybrid")
+    compile_plan(hybrid_plan, calibration, store=store, quiet=True)
+    shutil.rmtree(store.root / "proofs", ignore_errors=True)
+    hybrid = prove_plan(hybrid_plan, exported.input_path, work / "run-hybrid", executor=LocalExecutor(2), store=store, quiet=True)
+    hplan = Plan.load(hybrid_plan)
+    zk = [s for s in hybrid["segments"] if s["mode"] == "zk"]
+    result["hybrid"] = {
+        "modes": [s.mode for s in hplan.segments], "logrows": [s.est_logrows for s in hplan.segments],
+        "time_to_submit_s": hybrid["wall_seconds"], "peak_rss_mb": max((s["peak_rss_bytes"] for s in zk), default=0) / 2**20,
+        "verify_gas": [_verify_gas(chain, circuit_files(hybrid_plan.parent, s), work / "run-hybrid" / f"seg{s.index}" / "proof.json") for s in hplan.segments if s.mode == "zk"],
+    }
+
+    # op-segment executors on the hybrid plan's op segments: native fixed point vs ezkl's reference witness
+    op = [s for s in hplan.segments if s.mode == "op"]
+    if op:
+        seg = op[0]
+        files = circuit_files(hybrid_plan.parent, seg)
+        program = FixedPointProgram(hybrid_plan.parent / seg.onnx, files.settings_dict())
+        q_in = np.array(hybrid["boundaries"][seg.index]["quantized"]).reshape(seg.input_shape)
+        write_input(work / "op-input.json", q_in / 2.0**hplan.scale)
+        seg_float = (q_in / 2.0**hplan.scale).astype(np.float32)
+        result["op_executor"] = {
+            "segment": seg.index,
+            "onnxruntime_ms": _ort_ms(hybrid_plan.parent / seg.onnx, seg_float, 20 if quick else 200),
+            "native_ms": 1e3 * _timeit(lambda: program(q_in), 20 if quick else 200),
+            "reference_witness_ms": 1e3 * _timeit(lambda: call_ezkl("witness", ezkl.gen_witness, str(work / "op-input.json"), str(files.compiled), str(work / "op-witness.json")), 1 if quick else 3),
+        }
+    return result
+
+
+def run_bench(out_dir: Path, quick: bool = False, models: list[str] | None = None) -> dict:
+    """Benchmark the models (quick: mlp only) and write bench.json, bench.md, time.png and memory.png."""
+    models = models or (["mlp"] if quick else ["mlp", "cnn", "mlp-wide"])
+    results = []
+    with tempfile.TemporaryDirectory(prefix="imo-bench-") as tmp, anvil() as chain:
+        for name in tqdm(models, desc="bench", unit="model"):
+            results.append(bench_model(name, Path(tmp) / name, chain, quick))
+    bench = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores", "ezkl": ezkl.__version__, "quick": quick, "models": results, "ratios": _ratios(results)}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench.json").write_text(json.dumps(bench, indent=2))
+    (out_dir / "bench.md").write_text(_markdown(bench))
+    _plots(results, out_dir)
+    return bench
+
+
+def _ratios(results: list[dict]) -> dict:
+    """The issue's targets, as ratios measured within this run."""
+    ratios = {}
+    for r in results:
+        m, seg = r["monolithic"], r["segmented"]
+        ratios[r["model"]] = {
+            "hybrid_time_to_submit_over_monolithic_prove": r["hybrid"]["time_to_submit_s"] / m["prove_s"],
+            "segmented_peak_rss_over_monolithic": seg["peak_rss_mb"] / m["peak_rss_mb"],
+            "parallel_over_sequential_segmented": seg["parallel_s"] / seg["sequential_s"],
+            "native_executor_over_onnxruntime": r["op_executor"]["native_ms"] / r["op_executor"]["onnxruntime_ms"] if "op_executor" in r else None,
+        }
+    return ratios
+
+
+def _markdown(bench: dict) -> str:
+    lines = [f"# imo bench ({'quick' if bench['quick'] else 'full'}; ezkl {bench['ezkl']}; {bench['machine']})", "",
+             "| model | params | onnxruntime ms | mono logrows | mono setup s | mono prove s | mono peak MB | mono pk MB | mono verify gas | seg logrows | seg sequential s | seg parallel s | seg peak MB | hybrid modes | hybrid time-to-submit s | hybrid peak MB | hybrid verify gas |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---|"]
+    for r in bench["models"]:
+        m, s, h = r["monolithic"], r["segmented"], r["hybrid"]
+        lines.append(f"| {r['model']} | {r['params']:,} | {r['onnxruntime_ms']:.3f} | {m['logrows']} | {m['setup_s']:.1f} | {m['prove_s']:.1f} | {m['peak_rss_mb']:.0f} | {m['pk_mb']:.0f} | {m['verify_gas']:,} | "
+                     f"{s['logrows']} | {s['sequential_s']:.1f} | {s['parallel_s']:.1f} | {s['peak_rss_mb']:.0f} | {'+'.join(h['modes'])} | {h['time_to_submit_s']:.1f} | {h['peak_rss_mb']:.0f} | {', '.join(f'{g:,}' for g in h['verify_gas'])} |")
+    lines += ["", "| model | op segment: onnxruntime ms | native fixed-point ms | ezkl reference witness ms |", "|---|---:|---:|---:|"]
+    for r in bench["models"]:
+        if "op_executor" in r:
+            o = r["op_executor"]
+            lines.append(f"| {r['model']} (seg {o['segment']}) | {o['onnxruntime_ms']:.3f} | {o['native_ms']:.3f} | {o['reference_witness_ms']:.1f} |")
+    lines += ["", "Ratios (targets: hybrid/monolithic ≤ 0.10 on mlp-wide; segmented/monolithic peak RSS ≤ 0.5; parallel/sequential ≤ 0.65; native/onnxruntime ≤ 3):", ""]
+    for model, ratios in bench["ratios"].items():
+        lines.append(f"- {model}: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items() if v is not None))
+    return "\n".join(lines) + "\n"
+
+
+def _plots(results: list[dict], out_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["model"] for r in results]
+    series = {
+        "time": ({"monolithic setup": [r["monolithic"]["setup_s"] for r in results], "monolithic prove": [r["monolithic"]["prove_s"] for r in results],
+                  "segmented sequential": [r["segmented"]["sequential_s"] for r in results], "segmented parallel": [r["segmented"]["parallel_s"] for r in results],
+                  "hybrid time-to-submit": [r["hybrid"]["time_to_submit_s"] for r in results]}, "seconds"),
+        "memory": ({"monolithic prove": [r["monolithic"]["peak_rss_mb"] for r in results], "segmented (largest segment)": [r["segmented"]["peak_rss_mb"] for r in results],
+                    "hybrid (largest zk segment)": [r["hybrid"]["peak_rss_mb"] for r in results]}, "peak RSS (MB)"),
+    }
+    for name, (data, ylabel) in series.items():
+        fig, ax = plt.subplots(figsize=(8, 4))
+        width = 0.8 / len(data)
+        for i, (label, values) in enumerate(data.items()):
+            ax.bar(np.arange(len(names)) + i * width, values, width, label=label)
+        ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+        ax.set_title(f"imo bench: {name} per mode per model")
+        fig.tight_layout()
+        fig.savefig(out_dir / f"{name}.png", dpi=100)
+        plt.close(fig)
