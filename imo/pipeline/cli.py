@@ -167,8 +167,8 @@ def cmd_node(args: argparse.Namespace) -> None:
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s")
     account = int(args.account) if args.account and args.account.isdigit() else args.account or (1 if args.role == "oracle" else 2)
-    common = dict(rpc_url=args.rpc_url, deployment=Path(args.deployment), plan_file=Path(args.plan), account=account,
-                  state=Path(args.state or f"node-{args.role}.sqlite"), poll_interval=args.poll)
+    common = {"rpc_url": args.rpc_url, "deployment": Path(args.deployment), "plan_file": Path(args.plan), "account": account,
+              "state": Path(args.state or f"node-{args.role}.sqlite"), "poll_interval": args.poll}
     if args.role == "oracle":
         node = OracleNode(**common, inbox=Path(args.inbox) if args.inbox else None, dishonest=args.dishonest, seed=args.seed)
     else:
