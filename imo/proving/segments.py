@@ -79,15 +79,16 @@ def prove_plan(plan_path: Path, input_path: Path, out_dir: Path, executor=None, 
     executor = executor or LocalExecutor()
     sig = onnx_io.ModelSignature(plan.segments[0].input, tuple(plan.segments[0].input_shape), ())
     x = onnx_io.load_input(input_path, sig)
-    index = json.loads((plan_dir / CIRCUITS_FILE).read_text()) if (plan_dir / CIRCUITS_FILE).is_file() else {}
-    for segment in plan.segments:
-        circuit_files(plan_dir, segment).require(circuit_files(plan_dir, segment).compiled)
+    circuits = {segment.index: circuit_files(plan_dir, segment) for segment in plan.segments}
+    for files in circuits.values():
+        files.require(files.compiled, files.settings)
+    keys = json.loads((plan_dir / CIRCUITS_FILE).read_text())
     start_all = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
         boundaries, records, jobs = [], [], []
         q_prev, c_prev = quantize(x, plan.scale), None
         for segment in tqdm(plan.segments, desc="execute", unit="seg", disable=quiet, leave=False):
-            files, seg_dir = circuit_files(plan_dir, segment), tmp / f"seg{segment.index}"
+            files, seg_dir = circuits[segment.index], tmp / f"seg{segment.index}"
             seg_dir.mkdir()
             start = time.perf_counter()
             if segment.mode == "zk":  # the prover needs ezkl's witness file
@@ -95,7 +96,7 @@ def prove_plan(plan_path: Path, input_path: Path, out_dir: Path, executor=None, 
                 witness = call_ezkl("witness", ezkl.gen_witness, str(seg_dir / "input.json"), str(files.compiled), str(seg_dir / "witness.json"))
                 q_out, out_hash = witness_outputs(witness)[0], witness_commitments(witness, "outputs")
                 c_in, c_out = witness_commitments(witness, "inputs")[0], out_hash[0] if out_hash else poseidon_commitment(q_out)
-                jobs.append(ProveJob(segment.index, str(files.root), str(seg_dir / "witness.json"), str(store.root), proof_key(index[str(segment.index)]["key"], q_prev)))
+                jobs.append(ProveJob(segment.index, str(files.root), str(seg_dir / "witness.json"), str(store.root), proof_key(keys[str(segment.index)]["key"], q_prev)))
             else:  # optimistic: the native fixed-point executor, bit-exact with the circuit a fraud proof would use
                 q_out = FixedPointProgram(plan_dir / segment.onnx, files.settings_dict())(q_prev.reshape(segment.input_shape)).ravel()
                 c_in, c_out = c_prev or poseidon_commitment(q_prev), poseidon_commitment(q_out)
@@ -105,17 +106,14 @@ def prove_plan(plan_path: Path, input_path: Path, out_dir: Path, executor=None, 
             boundaries.append(Boundary(segment.index + 1, segment.output, segment.output_shape, q_out.tolist(), c_out))
             q_prev, c_prev = q_out, c_out
         cached = {job.segment: store.get("proofs", job.proof_key) for job in jobs}
-        results = {r.segment: r for r in executor.run([job for job in jobs if cached[job.segment] is None], quiet=quiet)}
-        for record in records:
-            if record["index"] in cached:
-                hit = cached[record["index"]]
-                entry = Path(hit) if hit else Path(results[record["index"]].proof_dir)
-                (tmp / f"seg{record['index']}" / "proof.json").write_bytes((entry / "proof.json").read_bytes())
-                record["proof_cached"] = hit is not None
-                if not hit:
-                    r = results[record["index"]]
-                    record.update(prove_seconds=r.seconds, peak_rss_bytes=r.peak_rss_bytes, worker=r.worker, prove_span=[r.started, r.finished])
-            (tmp / f"seg{record['index']}" / "witness.json").unlink(missing_ok=True)
+        proved = {r.segment: r for r in executor.run([job for job in jobs if cached[job.segment] is None], quiet=quiet)}
+        for job in jobs:
+            hit, fresh, seg_dir = cached[job.segment], proved.get(job.segment), tmp / f"seg{job.segment}"
+            (seg_dir / "proof.json").write_bytes(((hit or Path(fresh.proof_dir)) / "proof.json").read_bytes())
+            (seg_dir / "witness.json").unlink()
+            records[job.segment]["proof_cached"] = hit is not None
+            if fresh:
+                records[job.segment].update(prove_seconds=fresh.seconds, peak_rss_bytes=fresh.peak_rss_bytes, worker=fresh.worker, prove_span=[fresh.started, fresh.finished])
         result = {
             "plan": str(Path(plan_path).resolve()),
             "plan_hash": plan.plan_hash,
