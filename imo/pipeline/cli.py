@@ -146,9 +146,11 @@ def cmd_verify(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from imo.pipeline.demo import run_demo
 
-    summary = run_demo(Path(args.workdir), args.rpc_url, quiet=args.quiet)
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print  # --json: stdout holds only the JSON
+    summary = run_demo(Path(args.workdir), args.rpc_url, quiet=args.quiet, model=args.model, say=say)
     if args.summary:
-        Path(args.summary).write_text(json.dumps(summary, indent=2))
+        Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n")
     if args.json:
         print(json.dumps(summary, indent=2))
 
@@ -256,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="out/demo", help="where artifacts go (default out/demo)")
     p.add_argument("--summary", help="write a JSON summary to this file")
     p.add_argument("--rpc-url", help="use this JSON-RPC node instead of an embedded anvil")
+    p.add_argument("--model", default="mlp-wide", help="the classifier the IMO is for (default mlp-wide; mlp is quick)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
