@@ -144,10 +144,10 @@ def cmd_verify(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from imo.pipeline.demo import run_demo
+    from imo.pipeline.story import run_story
 
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print  # --json: stdout holds only the JSON
-    summary = run_demo(Path(args.workdir), args.rpc_url, quiet=args.quiet, model=args.model, say=say)
+    summary = run_story(Path(args.workdir), args.rpc_url, quiet=args.quiet, model=args.model, say=say)
     if args.summary:
         Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
         Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n")
