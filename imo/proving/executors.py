@@ -55,11 +55,6 @@ def run_job(job: ProveJob) -> JobResult:
     return JobResult(job.segment, str(entry), round(finished - started, 3), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, f"pid {os.getpid()}", started, finished)
 
 
-def _share_cores(threads: str) -> None:
-    """In a pool worker: size ezkl's rayon thread pool to this worker's share of the cores (no oversubscription)."""
-    os.environ["RAYON_NUM_THREADS"] = threads
-
-
 def available_memory() -> int:
     with open("/proc/meminfo") as f:
         for line in f:
@@ -89,9 +84,7 @@ class LocalExecutor:
             return results
         limit = self.memory_limit or int(available_memory() * 0.9)
         pending, running, results = list(jobs), {}, []
-        threads = str(max(1, (os.cpu_count() or 1) // min(self.workers, len(jobs))))
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn"), max_tasks_per_child=1,
-                                 initializer=_share_cores, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
             while pending or running:
                 while pending and len(running) < self.workers:
                     need = pending[0].memory_estimate()
