@@ -314,13 +314,10 @@ class OracleNode(_Node):
             return
         bond = self.oracle.functions.minBond().call()
         fn = self.oracle.functions.submit(record.request_id, claim["commitments"], claim["output"], claim["proofs"], claim["boundary_data"])
-        try:
-            receipt = transact(fn, self.account, value=bond)
-        except ChainError as exc:
-            if "AIOracleUnexpectedStatus" in str(exc):  # answered meanwhile (by us before a crash, or by another node)
-                self._reconcile(self.state.request(record.request_id))
-                return
-            raise
+        receipt = _transact_unless_moved_on(fn, self.account, value=bond)
+        if receipt is None:
+            self._reconcile(self.state.request(record.request_id))
+            return
         self.state.record_tx(record.request_id, "submit", receipt)
         self.state.set_status(record.request_id, "submitted", tx="0x" + bytes(receipt.transactionHash).hex(), gas=receipt.gasUsed,
                               prove_seconds=prove_seconds, dishonest=mode, boundary_bytes=len(claim["boundary_data"]))
@@ -435,24 +432,18 @@ class ChallengerNode(_Node):
             self.state.set_status(record.request_id, "challenging")
             dispute = self.check(submission)
             call = self.fraud_proof(dispute)
-            try:
-                receipt = transact(self.oracle.functions.challenge(record.request_id, dispute.segment, call.proof, call.instances), self.account)
-            except ChainError as exc:
-                if "AIOracleUnexpectedStatus" in str(exc):
-                    self.state.set_status(record.request_id, "challenged_by_other")
-                    return
-                raise
+            receipt = _transact_unless_moved_on(self.oracle.functions.challenge(record.request_id, dispute.segment, call.proof, call.instances), self.account)
+            if receipt is None:
+                self.state.set_status(record.request_id, "challenged_by_other")
+                return
             self.state.record_tx(record.request_id, "challenge", receipt)
             self.state.set_status(record.request_id, "challenged", gas=receipt.gasUsed, challenge_tx="0x" + bytes(receipt.transactionHash).hex())
             log.info("challenger: request %d segment %d slashed (%s)", record.request_id, dispute.segment, dispute.reason)
         elif record.status == "ok" and self.now() >= deadline:
-            try:
-                receipt = transact(self.oracle.functions.finalize(record.request_id), self.account)
-            except ChainError as exc:
-                if "AIOracleUnexpectedStatus" in str(exc):
-                    self.state.set_status(record.request_id, "finalized")
-                    return
-                raise
+            receipt = _transact_unless_moved_on(self.oracle.functions.finalize(record.request_id), self.account)
+            if receipt is None:
+                self.state.set_status(record.request_id, "finalized")
+                return
             self.state.record_tx(record.request_id, "finalize", receipt)
             self.state.set_status(record.request_id, "finalized", finalize_gas=receipt.gasUsed)
 
@@ -497,3 +488,14 @@ class ChallengerNode(_Node):
 
         entry, _ = self.store.get_or_put("proofs", key, build)
         return ProofCall.from_proof_file(entry / "proof.json")
+
+
+def _transact_unless_moved_on(fn, account: str, **kwargs):
+    """Send a request transaction; None when the contract says the request already moved on (AIOracleUnexpectedStatus):
+    done by this node before a crash, or by another node. No transaction is ever sent twice."""
+    try:
+        return transact(fn, account, **kwargs)
+    except ChainError as exc:
+        if "AIOracleUnexpectedStatus" in str(exc):
+            return None
+        raise
