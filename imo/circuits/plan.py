@@ -7,15 +7,16 @@ model and options give the same plan and the same plan hash."""
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import ezkl
 
 from imo.circuits.cost import elements, node_cost, segment_logrows, segment_rows
 from imo.circuits.graph import Graph, extract, load_graph
-from imo.errors import InvalidModelError
+from imo.errors import InvalidModelError, MissingArtifactError
 from imo.fsutil import atomic_dir
+from imo.proving import onnx_io
 
 DEFAULT_SCALE = 7
 ACTIVATIONS = {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "Erf", "Gelu", "Flatten", "Reshape"}  # stay with the layer before them
@@ -51,20 +52,21 @@ class Plan:
     private_nodes: list[str]
     segments: list[Segment]
     plan_hash: str = ""
-    extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
     def load(cls, path: Path) -> "Plan":
-        from imo.errors import MissingArtifactError
-
         if not Path(path).is_file():
             raise MissingArtifactError(f"plan {path} not found; write one with `imo plan MODEL --out DIR`")
         data = json.loads(Path(path).read_text())
         data["segments"] = [Segment(**s) for s in data["segments"]]
         return cls(**data)
+
+    def input_signature(self) -> onnx_io.ModelSignature:
+        """The model input the first segment expects."""
+        return onnx_io.ModelSignature(self.segments[0].input, tuple(self.segments[0].input_shape), ())
 
     def compute_hash(self) -> str:
         """Commits to segment order, modes, segment ONNX bytes and every pinned setting (not to file locations)."""

@@ -4,9 +4,10 @@ Errors are ImoErrors, caught once here and printed as one line with a non-zero e
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
-from imo.errors import ImoError
+from imo.errors import ImoError, ProofError
 
 
 def _print(args: argparse.Namespace, data, human: str) -> None:
@@ -54,8 +55,6 @@ def cmd_plan(args: argparse.Namespace) -> None:
     for s in plan.segments:
         shapes = f"{s.input_shape} → {s.output_shape}"
         lines.append(f"{s.index:>3}  {s.mode:<4} {s.est_logrows:>7} {s.est_rows:>8}  {shapes:<22} {', '.join(s.nodes)} — {s.reason}")
-    from dataclasses import asdict
-
     _print(args, asdict(plan), "\n".join(lines) + where)
 
 
@@ -66,8 +65,7 @@ def cmd_compile(args: argparse.Namespace) -> None:
 
     plan = Plan.load(Path(args.plan))
     calibration = Path(args.calibration) if args.calibration else Path(plan.model).with_name("calibration.json")
-    sig = onnx_io.ModelSignature(plan.segments[0].input, tuple(plan.segments[0].input_shape), ())
-    reports = compile_plan(Path(args.plan), onnx_io.load_batch(calibration, sig), quiet=args.quiet)
+    reports = compile_plan(Path(args.plan), onnx_io.load_batch(calibration, plan.input_signature()), quiet=args.quiet)
     lines = [f"seg {r['segment']} ({r['mode']}): logrows {r['logrows']} (estimated {r['est_logrows']}), rows {r['num_rows']}, pk {r['pk_bytes'] / 1e6:.0f} MB, setup {r['seconds']['setup']:.1f} s" for r in reports]
     _print(args, reports, "\n".join(lines))
 
@@ -128,9 +126,6 @@ def cmd_verify(args: argparse.Namespace) -> None:
     result = {"offchain_seconds": prover.verify(CircuitFiles(Path(args.dir)), args.srs and Path(args.srs))}
     human = f"proof in {args.dir} verifies off-chain ({result['offchain_seconds']:.3f} s)"
     if args.onchain:
-        from dataclasses import asdict
-
-        from imo.errors import ProofError
         from imo.pipeline.chain import chain
         from imo.pipeline.slice import verify_proof_onchain
 

@@ -5,10 +5,12 @@ proof that finished survives a crash of everything else (resume redoes no finish
 
 import os
 import resource
+import shutil
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from importlib import metadata
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -150,9 +152,6 @@ def _prove_remote(segment: int, circuit: dict[str, bytes], witness: bytes) -> tu
 
 def gpu_prover() -> str:
     """Turn on ezkl's GPU (icicle) backend if a GPU build of ezkl and an NVIDIA GPU are present; otherwise say which is missing."""
-    from importlib import metadata
-    import shutil
-
     try:
         metadata.version("ezkl-gpu")
     except metadata.PackageNotFoundError:

@@ -2,7 +2,7 @@
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import ezkl
@@ -71,7 +71,3 @@ def verify(files: CircuitFiles, srs_file: Path | None = None, proof_file: Path |
     start = time.perf_counter()
     call_ezkl("verify", ezkl.verify, str(proof_file), str(files.settings), str(files.vk), srs_path=str(srs))
     return round(time.perf_counter() - start, 3)
-
-
-def report_dict(report: ProofReport) -> dict:
-    return asdict(report)

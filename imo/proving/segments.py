@@ -77,8 +77,7 @@ def prove_plan(plan_path: Path, input_path: Path, out_dir: Path, executor=None, 
     plan, plan_dir = Plan.load(plan_path), Path(plan_path).parent
     store = store or ArtifactStore()
     executor = executor or LocalExecutor()
-    sig = onnx_io.ModelSignature(plan.segments[0].input, tuple(plan.segments[0].input_shape), ())
-    x = onnx_io.load_input(input_path, sig)
+    x = onnx_io.load_input(input_path, plan.input_signature())
     circuits = {segment.index: circuit_files(plan_dir, segment) for segment in plan.segments}
     for files in circuits.values():
         files.require(files.compiled, files.settings)
