@@ -36,3 +36,8 @@ class ToolchainError(ImoError):
 
 class OutputDirError(ImoError):
     """An output directory that cannot be replaced without losing someone's data."""
+
+
+class UnprovableClaimError(ImoError):
+    """A value the circuit cannot hold (outside a lookup table or a range-check decomposition): ezkl can produce no
+    witness, so no proof could ever support, or contradict, a claim built on it."""

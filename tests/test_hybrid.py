@@ -8,11 +8,11 @@ import ezkl
 import numpy as np
 import pytest
 
-from imo.circuits.fixed_point import dequantize, int_to_felt
+from imo.circuits.fixed_point import int_to_felt
 from imo.circuits.plan import Plan, make_plan, write_plan
 from imo.models import cached_export
 from imo.proving import onnx_io, prover
-from imo.proving.circuit import write_input
+from imo.proving.circuit import write_quantized_input
 from imo.proving.native import call_ezkl
 from imo.proving.segments import circuit_files, compile_plan, expected_instances, prove_plan, verify_run
 
@@ -30,7 +30,7 @@ def hybrid_run(tmp_path_factory):
     op = next(s for s in plan.segments if s.mode == "op")
     # what a challenger does: prove the op segment with ezkl from the published input boundary
     files = circuit_files(plan_file.parent, op)
-    write_input(root / "op-input.json", dequantize(np.array(run["boundaries"][op.index]["quantized"]), plan.scale).reshape(op.input_shape))
+    write_quantized_input(root / "op-input.json", np.array(run["boundaries"][op.index]["quantized"]).reshape(op.input_shape))
     call_ezkl("witness", ezkl.gen_witness, str(root / "op-input.json"), str(files.compiled), str(root / "op-witness.json"))
     prover.prove_witness(files, root / "op-witness.json", root / "op-proof.json")
     prover.verify(files, proof_file=root / "op-proof.json")
@@ -40,7 +40,15 @@ def hybrid_run(tmp_path_factory):
 
 def test_plan_is_zk_input_layer_then_op(hybrid_run):
     plan_file, *_ = hybrid_run
-    assert [s.mode for s in Plan.load(plan_file).segments] == ["zk", "op"]
+    plan = Plan.load(plan_file)
+    assert [s.mode for s in plan.segments] == ["zk", "op"]
+    assert plan.boundary_sizes()[0] == 0 and all(plan.boundary_sizes()[1:])  # private input hashed; next to op: public
+
+
+def test_run_json_holds_no_private_tensor(hybrid_run):
+    _, _, run, *_ = hybrid_run
+    first = run["boundaries"][0]
+    assert first["quantized"] is None and first["commitment"]  # the private input appears only as its commitment
 
 
 def test_zk_proofs_of_a_hybrid_run_verify_and_link(hybrid_run):
@@ -49,20 +57,20 @@ def test_zk_proofs_of_a_hybrid_run_verify_and_link(hybrid_run):
 
 
 def test_honest_op_result_is_not_contradicted_by_an_ezkl_proof(hybrid_run):
-    plan_file, _, run, op, instances = hybrid_run
-    is_last = op.index == len(Plan.load(plan_file).segments) - 1
-    assert instances == expected_instances(run, op.index, is_last)
+    _, _, run, op, instances = hybrid_run
+    assert instances == expected_instances(run, op.index)
 
 
 def test_a_one_lsb_change_in_any_op_output_element_is_contradicted(hybrid_run):
     _, _, run, op, instances = hybrid_run
     claimed = run["boundaries"][op.index + 1]["quantized"]
+    outputs = instances[-len(claimed):]  # the op segment's input boundary is public too: its elements come first
     for i in range(len(claimed)):
         for delta in (-1, 1):
             wrong = list(claimed)
             wrong[i] += delta
-            assert instances[1:] != [int_to_felt(v) for v in wrong]
-    assert instances[1:] == [int_to_felt(v) for v in claimed]
+            assert outputs != [int_to_felt(v) for v in wrong]
+    assert outputs == [int_to_felt(v) for v in claimed]
 
 
 def test_hybrid_output_matches_onnxruntime_within_tolerance(hybrid_run):

@@ -3,7 +3,7 @@
 A node's rows come from ezkl's own layout (`gen_settings` on the node alone, private I/O, the plan's scale);
 a segment's circuit rows are estimated as the sum over its nodes. With hashed I/O ezkl lays the Poseidon
 hashes out beside the model, so a segment needs max(model rows, Poseidon rows) — measured on ezkl 23.0.5:
-41 rows per hashed element + 4. The estimate is checked against ezkl's settings of real segments in tests."""
+41 rows per hashed element + 4; a public output adds 10.5 model rows per element, a public input none. The estimate is checked against ezkl's settings of real segments in tests."""
 
 import json
 import math
@@ -20,6 +20,7 @@ from imo.proving.native import call_ezkl
 
 POSEIDON_ROWS_PER_ELEMENT = 41
 POSEIDON_ROWS_FIXED = 4
+PUBLIC_OUTPUT_HALF_ROWS = 21  # a public output element adds 10.5 rows
 RESERVED_ROWS = 16  # blinding and reserved rows halo2 keeps free at the bottom of the table
 
 
@@ -59,15 +60,16 @@ def logrows_for(rows: int) -> int:
     return max(1, math.ceil(math.log2(rows + RESERVED_ROWS)))
 
 
-def segment_rows(node_costs: list[NodeCost], hashed_elements: int, public_elements: int) -> int:
-    """Estimated rows of a segment: model rows (summed over nodes, plus public instances) beside the Poseidon hashes."""
-    model_rows = sum(c.rows for c in node_costs) + public_elements * 6
+def segment_rows(node_costs: list[NodeCost], hashed_elements: int, public_outputs: int) -> int:
+    """Estimated rows of a segment: model rows (summed over nodes, plus 10.5 rows per public output element; a public
+    input costs none) beside the Poseidon hashes of its hashed inputs and outputs (measured on ezkl 23.0.5)."""
+    model_rows = sum(c.rows for c in node_costs) + public_outputs * PUBLIC_OUTPUT_HALF_ROWS // 2
     poseidon_rows = POSEIDON_ROWS_PER_ELEMENT * hashed_elements + POSEIDON_ROWS_FIXED if hashed_elements else 0
     return max(model_rows, poseidon_rows)
 
 
-def segment_logrows(node_costs: list[NodeCost], hashed_elements: int, public_elements: int) -> int:
-    return max([logrows_for(segment_rows(node_costs, hashed_elements, public_elements))] + [c.min_logrows for c in node_costs])
+def segment_logrows(node_costs: list[NodeCost], hashed_elements: int, public_outputs: int) -> int:
+    return max([logrows_for(segment_rows(node_costs, hashed_elements, public_outputs))] + [c.min_logrows for c in node_costs])
 
 
 def elements(shape: tuple[int, ...]) -> int:

@@ -43,6 +43,11 @@ against ``ezkl.gen_witness`` on thousands of random inputs; see
 * Field elements in the witness JSON are 32-byte *little-endian* hex strings
   (no ``0x``); negative integers ``v`` are stored as ``p + v``
   (``p`` = BN254 scalar field modulus).
+* **Circuit limits** (:class:`CircuitLimits`): where ezkl's circuit has no witness
+  (``gen_witness``: "decomposition error", ``mock``: "lookup not satisfied") the executor
+  raises :class:`imo.errors.UnprovableClaimError` instead of returning a value: model inputs,
+  rebase quotients, ReLU inputs and public outputs must satisfy ``|v| <= decomp_base**decomp_legs - 1``,
+  Sigmoid inputs must lie in the lookup table.
 * Hashed visibility: ``processed_*["poseidon_hash"][i]`` is
   halo2 Poseidon (ezkl's ``PoseidonChip::run``, VariableLength) over the
   flattened field elements of the i-th tensor, exactly what
@@ -61,14 +66,18 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from imo.errors import UnprovableClaimError
+
 __all__ = [
     "FIELD_MODULUS",
+    "CircuitLimits",
     "FixedPointProgram",
     "Scales",
     "dequantize",
     "felt_to_hex_be",
     "felt_to_int",
     "int_to_felt",
+    "limits_from_settings",
     "poseidon_commitment",
     "quantize",
     "round_half_away",
@@ -243,6 +252,90 @@ def scales_from_settings(settings: Mapping[str, Any] | str | Path) -> Scales:
     return Scales(input=s_in, params=s_p, rebase=global_scale * mult)
 
 
+#: Rows of every lookup-table column that ezkl leaves unused: halo2's blinding factors (5 in
+#: ezkl's circuits) + ``RESERVED_BLINDING_ROWS_PAD`` (3), see ``circuit/table.rs``.  Pinned
+#: against ``ezkl.mock`` at both ends of real tables in ``tests/test_provable_claims.py``.
+TABLE_RESERVED_ROWS = 8
+
+
+@dataclass(frozen=True)
+class CircuitLimits:
+    """The witness values ezkl's circuit can hold; outside them ``gen_witness`` or ``mock`` fails.
+
+    * ``decomp_bound`` = ``decomp_base**decomp_legs - 1``: ezkl range-checks a value by decomposing
+      it into ``decomp_legs`` base-``decomp_base`` digits and a sign (``get_rep``), so ``|v|`` must
+      be at most this.  It decomposes the model inputs (any visibility), every rebase quotient
+      (``layouts::div`` decomposes its claimed output), every ReLU input (``leaky_relu`` takes the
+      sign of a decomposition) and public/fixed outputs (``HybridOp::Output``); the last two groups
+      depend on ``range_check_inputs``/``range_check_outputs`` (``ignore_range_check_inputs_outputs``).
+      Hashed/private outputs, Add, Rescaled, EinSum/Conv accumulators are not range-checked.
+    * ``lookup`` = ``(lo, top)``: every lookup (Sigmoid) input must lie in the table, which starts
+      at ``run_args.lookup_range[0]`` and holds ``num_cols * (2**logrows - TABLE_RESERVED_ROWS)``
+      consecutive inputs (``Table::configure``/``largest``): beyond ``lookup_range[1]`` up to ``top``.
+    ``None`` where the settings do not say (a bare ``run_args`` dict): that check is skipped.
+    """
+
+    decomp_bound: int | None = None
+    lookup: tuple[int, int] | None = None
+    range_check_inputs: bool = True
+    range_check_outputs: bool = False
+    decomp_base: int | None = None
+    decomp_legs: int | None = None
+
+    @property
+    def decomp_reason(self) -> str:
+        return f"the range ezkl's range check can represent ({self.decomp_legs} base-{self.decomp_base} digits)"
+
+
+def _is_visibility(vis: Any, *names: str) -> bool:
+    return isinstance(vis, str) and vis.lower() in names
+
+
+def limits_from_settings(settings: Mapping[str, Any] | str | Path) -> CircuitLimits:
+    """The :class:`CircuitLimits` of a compiled circuit, from its settings dict/JSON (or ``run_args``)."""
+    if isinstance(settings, (str, Path)):
+        import json
+
+        with open(settings) as fh:
+            settings = json.load(fh)
+    ra = settings.get("run_args", settings)
+    bound = base = legs = None
+    if ra.get("decomp_base") is not None and ra.get("decomp_legs") is not None:
+        base, legs = int(ra["decomp_base"]), int(ra["decomp_legs"])
+        bound = base**legs - 1
+    lookup = None
+    if ra.get("lookup_range") is not None and ra.get("logrows") is not None:
+        lo, hi = (int(v) for v in ra["lookup_range"])
+        col_size = 2 ** int(ra["logrows"]) - TABLE_RESERVED_ROWS
+        num_cols = abs(hi - lo) // col_size + 1  # table::num_cols_required
+        lookup = (lo, lo + num_cols * col_size - 1)
+    ignore = bool(ra.get("ignore_range_check_inputs_outputs", False))
+    out_vis = ra.get("output_visibility", "Private")
+    return CircuitLimits(
+        decomp_bound=bound,
+        lookup=lookup,
+        range_check_inputs=not ignore,
+        range_check_outputs=not ignore and _is_visibility(out_vis, "public", "fixed"),
+        decomp_base=base,
+        decomp_legs=legs,
+    )
+
+
+def _enforce_range(x: np.ndarray, lo: int, hi: int, where: str, what: str, why: str) -> float:
+    """Raise :class:`UnprovableClaimError` unless ``lo <= x <= hi`` everywhere; returns ``max|x|``."""
+    if not x.size:
+        return 0.0
+    mn, mx = x.min(), x.max()
+    if mn < lo or mx > hi:
+        bad = mn if mn < lo else mx
+        index = int(np.flatnonzero(np.asarray(x).reshape(-1) == bad)[0])
+        raise UnprovableClaimError(
+            f"{where}: {what} at element {index} is {int(bad)}, outside [{lo}, {hi}], {why}; "
+            "ezkl has no witness for it, so no proof of this claim can exist"
+        )
+    return float(max(-mn, mx))
+
+
 # --------------------------------------------------------------------------- #
 # integer kernels
 # --------------------------------------------------------------------------- #
@@ -414,6 +507,7 @@ class FixedPointProgram:
             with open(settings) as fh:
                 settings = json.load(fh)
         self.scales = scales_from_settings(settings)
+        self.limits = limits_from_settings(settings)
         run_args = settings.get("run_args", settings)
         self._variables = {str(k): int(v) for k, v in run_args.get("variables", [["batch_size", 1]])}
         self._steps: list[_Step] = []
@@ -434,8 +528,10 @@ class FixedPointProgram:
     def _emit(self, step: _Step) -> None:
         self._steps.append(step)
 
-    def _rebase(self, slot: int, scale: int) -> int:
-        """ezkl RebaseScale: divide by 2**(scale - R) (round half away) if scale > R."""
+    def _rebase(self, node: onnx.NodeProto, slot: int, scale: int) -> int:
+        """ezkl RebaseScale: divide by 2**(scale - R) (round half away) if scale > R.
+
+        ezkl's ``div`` decomposes the claimed quotient: it must fit the decomposition range."""
         target = self.scales.rebase
         if scale <= target:
             return scale
@@ -446,7 +542,24 @@ class FixedPointProgram:
             b[slot] = b[slot] / 2.0**shift + 1.0
 
         self._emit(step)
+        self._check_decomposed(slot, f"node {node.name!r} (op {node.op_type})", f"rebased value (divided by 2^{shift})")
         return target
+
+    # ---------------------------------------------------------- circuit limits
+    def _check_decomposed(self, slot: int, where: str, what: str) -> None:
+        """Emit a check that every value in ``slot`` fits ezkl's range-check decomposition."""
+        bound = self.limits.decomp_bound
+        if bound is not None:
+            self._check_range(slot, -bound, bound, where, what, self.limits.decomp_reason)
+
+    def _check_range(self, slot: int, lo: int, hi: int, where: str, what: str, why: str) -> None:
+        def step(v, b, slot=slot):
+            bound = b[slot]
+            if -bound >= lo and bound <= hi:  # the running bound already proves it
+                return
+            b[slot] = _enforce_range(v[slot], lo, hi, where, what, why)
+
+        self._emit(step)
 
     # --------------------------------------------------------------- compile
     def _compile(self, model: onnx.ModelProto) -> None:
@@ -589,6 +702,8 @@ class FixedPointProgram:
 
     def _op_Relu(self, node, ins):
         a = self._need_act(node, ins[0])
+        # LeakyReLU takes the sign from a decomposition of its input
+        self._check_decomposed(a.slot, f"node {node.name!r} (op {node.op_type})", "input")
         slot = self._new_slot()
 
         def step(v, b, src=a.slot, dst=slot):
@@ -601,6 +716,10 @@ class FixedPointProgram:
 
     def _op_Sigmoid(self, node, ins):
         a = self._need_act(node, ins[0])
+        if self.limits.lookup is not None:
+            lo, top = self.limits.lookup
+            self._check_range(a.slot, lo, top, f"node {node.name!r} (op {node.op_type})", "lookup input",
+                              "the input range of the circuit's lookup table (from the calibrated run_args.lookup_range)")
         slot = self._new_slot()
         out_bound = 2.0**a.scale
         table = _SigmoidTable(a.scale)
@@ -627,7 +746,7 @@ class FixedPointProgram:
             b[dst] = by
 
         self._emit(step)
-        scale = self._rebase(slot, a.scale + self.scales.params)
+        scale = self._rebase(node, slot, a.scale + self.scales.params)
         return _Act(slot, scale, tuple(a.shape[:-1]) + (w_raw.shape[1],))
 
     def _op_Gemm(self, node, ins):
@@ -663,7 +782,7 @@ class FixedPointProgram:
 
             self._emit(step)
             out_shape = np.matmul(np.empty(a.shape, np.int8), np.empty(c.shape, np.int8)).shape
-            scale = self._rebase(slot, a.scale + c.scale)
+            scale = self._rebase(node, slot, a.scale + c.scale)
             return _Act(slot, scale, tuple(out_shape))
         raise NotImplementedError(f"node {node.name!r} (op MatMul): constant left operand not supported")
 
@@ -738,7 +857,7 @@ class FixedPointProgram:
 
         self._emit(step)
         out_shape = np.broadcast_shapes(a.shape, c_shape)
-        scale = self._rebase(slot, out_scale)
+        scale = self._rebase(node, slot, out_scale)
         return _Act(slot, scale, tuple(out_shape))
 
     def _op_Conv(self, node, ins):
@@ -812,7 +931,7 @@ class FixedPointProgram:
                 b[dst] = by
 
         self._emit(step)
-        scale = self._rebase(slot, out_scale)
+        scale = self._rebase(node, slot, out_scale)
         return _Act(slot, scale, (n, oc, oh, ow))
 
     # ----------------------------------------------------------------- run
@@ -822,17 +941,25 @@ class FixedPointProgram:
             raise ValueError(f"expected {len(self._input_slots)} inputs, got {len(inputs_q)}")
         v: list[Any] = [None] * self._n_slots
         b: list[float] = [0.0] * self._n_slots
-        for slot, shape, size, x in zip(self._input_slots, self.input_shapes, self._input_sizes, inputs_q):
+        for name, slot, shape, size, x in zip(self.input_names, self._input_slots, self.input_shapes, self._input_sizes, inputs_q):
             x = np.asarray(x)
             if x.dtype.kind not in "iu":
                 raise TypeError("FixedPointProgram expects quantized integer inputs (see quantize())")
             if x.size != size:
                 raise ValueError(f"input has {x.size} elements, model expects shape {shape}")
             bx = _absmax(x)
+            if self.limits.range_check_inputs and self.limits.decomp_bound is not None and bx > self.limits.decomp_bound:
+                _enforce_range(x, -self.limits.decomp_bound, self.limits.decomp_bound, f"model input {name!r}", "value",
+                               self.limits.decomp_reason)
             v[slot] = _carrier(x.reshape(shape), bx)
             b[slot] = bx
         for step in self._steps:
             step(v, b)
+        if self.limits.range_check_outputs and self.limits.decomp_bound is not None:
+            limit = self.limits.decomp_bound
+            for name, slot in zip(self.output_names, self._output_slots):
+                if b[slot] > limit:
+                    _enforce_range(v[slot], -limit, limit, f"model output {name!r}", "value", self.limits.decomp_reason)
         return [_as_int(v[s]).reshape(shape) for s, shape in zip(self._output_slots, self.output_shapes)]
 
     def __call__(self, x_q: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ model and options give the same plan and the same plan hash."""
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,16 +54,43 @@ class Plan:
     segments: list[Segment]
     plan_hash: str = ""
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+    def to_json(self, plan_dir: Path | None = None) -> str:
+        """plan.json's text; with `plan_dir`, the model path is written relative to it (where plan.json will live)."""
+        body = asdict(self)
+        if plan_dir is not None:
+            body["model"] = os.path.relpath(Path(self.model).resolve(), Path(plan_dir).resolve())
+        return json.dumps(body, indent=2)
 
     @classmethod
     def load(cls, path: Path) -> "Plan":
-        if not Path(path).is_file():
+        """Read plan.json; its model path, recorded relative to the plan's directory, comes back absolute."""
+        path = Path(path)
+        if not path.is_file():
             raise MissingArtifactError(f"plan {path} not found; write one with `imo plan MODEL --out DIR`")
-        data = json.loads(Path(path).read_text())
-        data["segments"] = [Segment(**s) for s in data["segments"]]
-        return cls(**data)
+        try:
+            data = json.loads(path.read_text())
+            data["segments"] = [Segment(**s) for s in data["segments"]]
+            plan = cls(**data)
+            plan.model = str((path.resolve().parent / plan.model).resolve())  # an absolute path (older plans) stays as it is
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValueError includes JSON and UTF-8 errors
+            raise MissingArtifactError(f"{path} is not a plan written by `imo plan MODEL --out DIR` ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+        return plan
+
+    def boundary_hashed(self, k: int) -> bool:
+        """Boundary k (input of segment k; k = n is the output y) is a Poseidon commitment only where nobody needs the
+        tensor: a private model input, or between two zk segments. Every boundary next to an op segment is public,
+        so anyone can re-execute the op segment from data the claim itself carries; y is always public."""
+        n = len(self.segments)
+        if k == n:
+            return False
+        if k == 0:
+            return self.visibility.get("input") == "hashed"
+        return self.segments[k - 1].mode == "zk" and self.segments[k].mode == "zk"
+
+    def boundary_sizes(self) -> list[int]:
+        """Element count of every public boundary 0..n, 0 for a hashed one: the registration's `boundarySizes`."""
+        shapes = [self.segments[0].input_shape] + [s.output_shape for s in self.segments]
+        return [0 if self.boundary_hashed(k) else elements(shape) for k, shape in enumerate(shapes)]
 
     def input_signature(self) -> onnx_io.ModelSignature:
         """The model input the first segment expects."""
@@ -111,14 +139,17 @@ def make_plan(onnx_path: Path, private: list[str] = (), private_input: bool = Fa
         else:
             atoms.append([i])
 
-    def estimate(node_ids: list[int]) -> tuple[int, int]:
+    def estimate(node_ids: list[int], in_hashed: bool | None = None, out_hashed: bool = False) -> tuple[int, int]:
+        """Rows and logrows of one segment; while modes are undecided only a private model input counts as hashed."""
         first, last = graph.nodes[node_ids[0]], graph.nodes[node_ids[-1]]
         in_elems = elements(graph.shapes[first.inputs[0]])
         out_elems = elements(last.output_shape)
-        is_last = last.index == len(graph.nodes) - 1
+        if in_hashed is None:
+            in_hashed = private_input and node_ids[0] == 0
         node_costs = [costs[graph.nodes[i].name] for i in node_ids]
-        hashed, public = (in_elems, out_elems) if is_last else (in_elems + out_elems, 0)
-        return segment_rows(node_costs, hashed, public), segment_logrows(node_costs, hashed, public)
+        hashed = in_elems * in_hashed + out_elems * out_hashed
+        public_outputs = 0 if out_hashed else out_elems
+        return segment_rows(node_costs, hashed, public_outputs), segment_logrows(node_costs, hashed, public_outputs)
 
     def classify(node_ids: list[int]) -> tuple[str, str]:
         names = [graph.nodes[i].name for i in node_ids]
@@ -144,7 +175,9 @@ def make_plan(onnx_path: Path, private: list[str] = (), private_input: bool = Fa
     segments = []
     for index, (node_ids, mode, reason) in enumerate(merged):
         first, last = graph.nodes[node_ids[0]], graph.nodes[node_ids[-1]]
-        rows, logrows = estimate(node_ids)
+        zk_next = index + 1 < len(merged) and mode == "zk" and merged[index + 1][1] == "zk"
+        zk_prev = index > 0 and mode == "zk" and merged[index - 1][1] == "zk"
+        rows, logrows = estimate(node_ids, in_hashed=zk_prev or (index == 0 and private_input), out_hashed=zk_next)
         segments.append(Segment(
             index=index, mode=mode, reason=reason,
             nodes=[graph.nodes[i].name for i in node_ids], ops=[graph.nodes[i].op_type for i in node_ids],
@@ -153,9 +186,10 @@ def make_plan(onnx_path: Path, private: list[str] = (), private_input: bool = Fa
             est_rows=rows, est_logrows=logrows,
         ))
     plan = Plan(
-        model=str(onnx_path), model_sha256=hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest(),
+        model=str(Path(onnx_path).resolve()), model_sha256=hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest(),
         ezkl_version=ezkl.__version__, scale=scale, scale_rebase_multiplier=1,
-        visibility={"boundaries": "hashed", "final_output": "public", "params": "fixed"},
+        visibility={"input": "hashed" if private_input else "public", "between_zk": "hashed", "next_to_op": "public",
+                    "final_output": "public", "params": "fixed"},
         budget_logrows=budget_logrows, private_nodes=sorted(tagged, key=lambda n: graph.node(n).index), segments=segments,
     )
     return plan, graph
@@ -178,5 +212,5 @@ def write_plan(plan: Plan, graph: Graph, out_dir: Path) -> Path:
             extract(graph, seg.input, seg.output, tmp / seg.onnx)
             seg.onnx_sha256 = hashlib.sha256((tmp / seg.onnx).read_bytes()).hexdigest()
         plan.plan_hash = plan.compute_hash()
-        (tmp / PLAN_FILE).write_text(plan.to_json())
+        (tmp / PLAN_FILE).write_text(plan.to_json(plan_dir=out_dir))
     return Path(out_dir) / PLAN_FILE

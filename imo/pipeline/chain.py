@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import requests
 from web3 import Web3
@@ -67,19 +68,7 @@ def anvil(startup_timeout: float = 20.0) -> Iterator[Chain]:
         preexec_fn=_die_with_parent,
     )
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if proc.poll() is not None:
-                raise ChainError(f"anvil exited at start-up: {proc.stderr.read().decode().strip()[-300:]}")
-            try:
-                chain = connect(url, timeout=1.0)
-                break
-            except ChainError:
-                if time.monotonic() > deadline:
-                    raise ChainError(f"anvil did not answer on {url} within {startup_timeout:.0f} s") from None
-                time.sleep(0.1)
-        yield chain
+        yield _await_rpc(proc, f"http://127.0.0.1:{port}", startup_timeout, lambda: proc.stderr.read().decode().strip()[-300:])
     finally:
         proc.terminate()
         try:
@@ -97,3 +86,35 @@ def chain(rpc_url: str | None = None) -> Iterator[Chain]:
     else:
         with anvil() as local:
             yield local
+
+
+def start_background_anvil(state_file: Path, startup_timeout: float = 20.0) -> tuple[str, int]:
+    """Start anvil detached on a free 127.0.0.1 port, keeping its state in `state_file` (loaded when it exists,
+    dumped on exit), so that later commands can use the chain; returns (rpc_url, pid). Stop it with `kill PID`."""
+    port = free_port()
+    state_file = Path(state_file)
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    log = open(state_file.with_suffix(".log"), "ab")
+    proc = subprocess.Popen(
+        [str(toolchain.anvil()), "--host", "127.0.0.1", "--port", str(port), "--silent", "--state", str(state_file)],
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        return _await_rpc(proc, f"http://127.0.0.1:{port}", startup_timeout, lambda: f"see {state_file.with_suffix('.log')}").rpc_url, proc.pid
+    except ChainError:
+        proc.terminate()
+        raise
+
+
+def _await_rpc(proc: subprocess.Popen, url: str, timeout: float, why) -> Chain:
+    """Wait until the anvil in `proc` answers at `url`; `why()` explains an early exit."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise ChainError(f"anvil exited at start-up: {why()}")
+        try:
+            return connect(url, timeout=1.0)
+        except ChainError:
+            if time.monotonic() > deadline:
+                raise ChainError(f"anvil did not answer on {url} within {timeout:.0f} s") from None
+            time.sleep(0.1)

@@ -1,17 +1,37 @@
 """`imo`: the command line. Every command has --help; --json prints machine-readable output.
-Errors are ImoErrors, caught once here and printed as one line with a non-zero exit."""
+Errors are ImoErrors, caught once here and printed as one line with a non-zero exit. Every file argument is checked
+by content first (imo.artifacts), and every flag either does what its help says or the command refuses it in one line."""
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from imo.errors import ImoError, ProofError
+from imo import artifacts
+from imo.errors import ImoError, MissingArtifactError, ProofError, UnknownModelError
 
 
 def _print(args: argparse.Namespace, data, human: str) -> None:
     print(json.dumps(data, indent=2) if args.json else human)
+
+
+def _refuse(flag: str, why: str) -> None:
+    raise ImoError(f"{flag}: {why}")
+
+
+def _out_dir(path: str, flag: str = "--out") -> Path:
+    """An output directory argument: anything but an existing non-directory."""
+    if Path(path).exists() and not Path(path).is_dir():
+        _refuse(flag, f"{path} exists and is not a directory")
+    return Path(path)
+
+
+def _srs(path: str | None) -> Path | None:
+    if path and not Path(path).is_file():
+        raise MissingArtifactError(f"--srs {path} not found (or not a file); pass the KZG SRS file the circuit was set up with")
+    return Path(path) if path else None
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -35,17 +55,23 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def _model_path(arg: str) -> Path:
-    """An ONNX path, or a zoo model name (exported once into the cache)."""
-    if Path(arg).exists() or arg.endswith(".onnx"):
-        return Path(arg)
-    from imo.models import cached_export
+    """An ONNX file, or a zoo model name (exported once into the cache)."""
+    from imo.models import ZOO, cached_export
 
-    return cached_export(arg).onnx_path
+    path = Path(arg)
+    if arg in ZOO and not path.is_file():
+        return cached_export(arg).onnx_path
+    if not path.exists():
+        raise UnknownModelError(f"{arg}: no such file and no zoo model of that name; pass an ONNX file or one of: {', '.join(ZOO)}")
+    artifacts.require(path, artifacts.ONNX, role="model")
+    return path
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
     from imo.circuits.plan import make_plan, write_plan
 
+    if args.out:
+        _out_dir(args.out)
     plan, graph = make_plan(_model_path(args.model), private=args.private, private_input=args.private_input, private_weights=args.private_weights,
                             budget_logrows=args.budget_logrows, scale=args.scale, merge=not args.no_merge)
     where = ""
@@ -63,22 +89,49 @@ def cmd_compile(args: argparse.Namespace) -> None:
     from imo.proving import onnx_io
     from imo.proving.segments import compile_plan
 
-    plan = Plan.load(Path(args.plan))
-    calibration = Path(args.calibration) if args.calibration else Path(plan.model).with_name("calibration.json")
+    artifacts.require(Path(args.plan), artifacts.PLAN, role="plan")
+    plan = Plan.load(Path(args.plan))  # its model path comes back absolute: the default calibration is found from anywhere
+    if args.calibration:
+        calibration = Path(args.calibration)
+    else:
+        calibration = Path(plan.model).with_name("calibration.json")
+        if not calibration.is_file():
+            raise MissingArtifactError(f"no calibration.json beside the plan's model {plan.model}; pass --calibration FILE (N inputs concatenated in ezkl's input format)")
+    artifacts.require(calibration, artifacts.INPUT, role="--calibration")
     reports = compile_plan(Path(args.plan), onnx_io.load_batch(calibration, plan.input_signature()), quiet=args.quiet)
     lines = [f"seg {r['segment']} ({r['mode']}): logrows {r['logrows']} (estimated {r['est_logrows']}), rows {r['num_rows']}, pk {r['pk_bytes'] / 1e6:.0f} MB, setup {r['seconds']['setup']:.1f} s" for r in reports]
     _print(args, reports, "\n".join(lines))
 
 
 def cmd_prove(args: argparse.Namespace) -> None:
-    if args.onnx.endswith(".json"):
-        return _prove_plan(args)
+    kind = artifacts.require(Path(args.onnx), artifacts.ONNX, artifacts.PLAN, role="model")
+    artifacts.require(Path(args.input), artifacts.INPUT, role="input")
+    _out_dir(args.out)
+    if kind == artifacts.PLAN:
+        if args.workers is not None and args.executor == "ray":
+            _refuse("--workers", "sets the local executor's pool size; the Ray executor uses the cluster's workers")
+        if args.address is not None and args.executor != "ray":
+            _refuse("--address", "is the Ray cluster's address; add --executor ray")
+        if args.calibration:
+            _refuse("--calibration", "a plan's circuits are calibrated when compiled; pass it to `imo compile PLAN --calibration FILE`")
+        if args.srs:
+            _refuse("--srs", "a plan's segments prove with the SRS their circuits were set up with by `imo compile`; --srs is for monolithic proofs")
+        backend = _prover_backend(args)
+        return _prove_plan(args, backend)
+    for flag, value in (("--executor", args.executor), ("--workers", args.workers), ("--address", args.address)):
+        if value is not None:
+            _refuse(flag, f"applies to plans, whose zk segments prove in parallel; {args.onnx} is one model proven monolithically")
+    if args.calibration:
+        artifacts.require(Path(args.calibration), artifacts.INPUT, role="--calibration")
+    srs = _srs(args.srs)
+    backend = _prover_backend(args)
     from imo.pipeline.slice import prove_model
 
-    summary = prove_model(Path(args.onnx), Path(args.input), Path(args.out), args.calibration and Path(args.calibration), args.srs and Path(args.srs), quiet=args.quiet)
+    summary = prove_model(Path(args.onnx), Path(args.input), Path(args.out), args.calibration and Path(args.calibration), srs, quiet=args.quiet)
+    summary["prover"] = backend
     c, p = summary["circuit"], summary["proof"]
     human = (
-        f"proved {args.onnx} → {args.out}\n"
+        f"proved {args.onnx} → {args.out} ({backend})\n"
         f"  logrows {c['logrows']}, scale {c['input_scale']}, rows {c['num_rows']}, pk {c['pk_bytes'] / 1e6:.1f} MB, proof {p['proof_bytes']} bytes\n"
         f"  setup {c['seconds']['setup']:.2f} s, prove {p['seconds']['prove']:.2f} s (srs: {c['srs']})\n"
         f"  output {[round(v, 4) for v in p['output'][0]]}\n"
@@ -87,18 +140,25 @@ def cmd_prove(args: argparse.Namespace) -> None:
     _print(args, summary, human)
 
 
-def _prove_plan(args: argparse.Namespace) -> None:
+def _prover_backend(args: argparse.Namespace) -> str:
+    """--gpu: ezkl's GPU backend, or one line saying what is missing (before any work starts)."""
+    if not args.gpu:
+        return "ezkl (CPU)"
+    from imo.proving.executors import gpu_prover
+
+    return gpu_prover()
+
+
+def _prove_plan(args: argparse.Namespace, backend: str) -> None:
     import resource
 
-    from imo.proving.executors import gpu_prover, make_executor
+    from imo.proving.executors import make_executor
     from imo.proving.segments import prove_plan
 
-    if args.gpu:
-        gpu_prover()
-    executor = make_executor(args.executor, args.workers, args.address)
+    executor = make_executor(args.executor or "local", args.workers, args.address)
     run = prove_plan(Path(args.onnx), Path(args.input), Path(args.out), executor=executor, quiet=args.quiet)
     peak = max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024] + [s.get("peak_rss_bytes", 0) for s in run["segments"]])
-    lines = [f"proved plan {run['plan_hash'][:16]}… → {args.out}"]
+    lines = [f"proved plan {run['plan_hash'][:16]}… → {args.out} ({backend})"]
     for seg in run["segments"]:
         if seg["mode"] == "op":
             proof = " (optimistic: no proof)"
@@ -106,24 +166,30 @@ def _prove_plan(args: argparse.Namespace) -> None:
             proof = ", proof reused from the store" if seg["proof_cached"] else f", proof {seg['prove_seconds']:.2f} s ({seg['worker']})"
         lines.append(f"  seg {seg['index']} {seg['mode']}: execute {seg['execute_seconds']:.3f} s{proof}")
     for b in run["boundaries"]:
-        lines.append(f"  C_{b['index']} = 0x{int.from_bytes(bytes.fromhex(b['commitment']), 'little'):064x}  ({b['name']}, shape {b['shape']})")
+        if b["commitment"] is not None:
+            lines.append(f"  boundary {b['index']} hashed: C = 0x{int.from_bytes(bytes.fromhex(b['commitment']), 'little'):064x}  ({b['name']}, shape {b['shape']})")
+        else:
+            lines.append(f"  boundary {b['index']} public: {len(b['quantized'])} values  ({b['name']}, shape {b['shape']})")
     lines.append(f"  output {[round(v, 4) for v in run['output']]}")
+    if any(b["commitment"] is not None for b in run["boundaries"]):
+        lines.append(f"  hashed tensors: {Path(args.out) / 'private'} (operator-only; share run.json and the proofs, never private/)")
     lines.append(f"done in {run['wall_seconds']:.1f} s, peak memory {peak / 2**30:.2f} GiB")
-    _print(args, run, "\n".join(lines))
+    _print(args, {**run, "prover": backend}, "\n".join(lines))
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    if (Path(args.dir) / "run.json").is_file():
-        from imo.proving.segments import verify_run
-
-        plan = args.plan or json.loads((Path(args.dir) / "run.json").read_text())["plan"]
-        result = verify_run(Path(plan), Path(args.dir))
-        segs = ", ".join(f"seg {v['segment']} ({v['verify_seconds']:.3f} s)" for v in result["verified"])
-        return _print(args, result, f"zk proofs verify and link to the published commitments: {segs}")
+    kind = artifacts.require(Path(args.dir), artifacts.RUN_DIR, artifacts.PROOF_DIR)
+    if args.rpc_url and not args.onchain:
+        _refuse("--rpc-url", "is the chain --onchain verifies on; add --onchain")
+    srs = _srs(args.srs)
+    if kind == artifacts.RUN_DIR:
+        return _verify_run(args, srs)
+    if args.plan:
+        _refuse("--plan", f"applies to plan runs; {args.dir} is a monolithic proof directory")
     from imo.proving import prover
     from imo.proving.circuit import CircuitFiles
 
-    result = {"offchain_seconds": prover.verify(CircuitFiles(Path(args.dir)), args.srs and Path(args.srs))}
+    result = {"offchain_seconds": prover.verify(CircuitFiles(Path(args.dir)), srs)}
     human = f"proof in {args.dir} verifies off-chain ({result['offchain_seconds']:.3f} s)"
     if args.onchain:
         from imo.pipeline.chain import chain
@@ -135,6 +201,33 @@ def cmd_verify(args: argparse.Namespace) -> None:
             raise ProofError(f"the on-chain verifier at {onchain.verifier_address} rejected the proof in {args.dir}")
         result["onchain"] = asdict(onchain)
         human += f"\nverifies on-chain at {onchain.verifier_address} ({onchain.rpc_url}): deploy {onchain.deploy_gas:,} gas ({onchain.verifier_runtime_bytes:,} bytes runtime), verify {onchain.verify_gas:,} gas"
+    _print(args, result, human)
+
+
+def _verify_run(args: argparse.Namespace, srs: Path | None) -> None:
+    """A plan run: every zk proof off-chain and linked to run.json's boundaries; with --onchain, each zk segment's
+    proof also by its own Solidity verifier in a transaction."""
+    from imo.proving.segments import verify_run
+
+    if args.plan:
+        artifacts.require(Path(args.plan), artifacts.PLAN, role="--plan")
+    result = verify_run(Path(args.plan) if args.plan else None, Path(args.dir), srs)
+    if result["verified"]:
+        segs = ", ".join(f"seg {v['segment']} ({v['verify_seconds']:.3f} s)" for v in result["verified"])
+        human = f"zk proofs verify and link to the published commitments: {segs}"
+    else:
+        human = "no zk segment in this run: nothing to verify off-chain (op segments are checked by re-execution)"
+    if args.onchain:
+        from imo.pipeline.chain import chain
+        from imo.pipeline.slice import verify_run_onchain
+
+        with chain(args.rpc_url) as c:
+            onchain = verify_run_onchain(Path(result["plan"]), Path(args.dir), c)
+        result["onchain"] = [asdict(r) for r in onchain]
+        for r in onchain:
+            human += (f"\nseg {r.segment} verifies on-chain at {r.verifier_address} ({r.rpc_url}): deploy {r.deploy_gas:,} gas "
+                      f"({r.verifier_runtime_bytes:,} bytes runtime), verify {r.verify_gas:,} gas")
+        human += f"\ntotal verify gas {sum(r.verify_gas for r in onchain):,}"
     _print(args, result, human)
 
 
@@ -151,7 +244,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    from imo.models import ZOO
     from imo.pipeline.bench import run_bench
+
+    _out_dir(args.out)
+    unknown = [m for m in args.models or [] if m not in ZOO]
+    if unknown:
+        raise UnknownModelError(f"--models: unknown model(s) {', '.join(unknown)}; choose from: {', '.join(ZOO)}")
 
     bench = run_bench(Path(args.out), quick=args.quick, models=args.models)
     _print(args, bench, (Path(args.out) / "bench.md").read_text() + f"\nwrote {args.out}/bench.json, bench.md, time.png, memory.png")
@@ -160,23 +259,184 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_node(args: argparse.Namespace) -> None:
     import logging
 
-    from imo.pipeline.nodes import ChallengerNode, OracleNode
+    from imo.pipeline.keys import load_signer
 
+    artifacts.require(Path(args.plan), artifacts.PLAN, role="--plan")
+    artifacts.require(Path(args.deployment), artifacts.DEPLOYMENT, role="--deployment")
+    if args.role == "challenger":
+        for flag, value in (("--inbox", args.inbox), ("--dishonest", args.dishonest), ("--seed", args.seed)):
+            if value is not None:
+                _refuse(flag, "is an oracle option; a challenger answers no requests")
+    if args.seed is not None and args.dishonest is None:
+        _refuse("--seed", "seeds the --dishonest choices; add --dishonest")
+    if args.once and args.poll is not None:
+        _refuse("--poll", "sets the time between polls; --once polls once")
+    if args.inbox:
+        _out_dir(args.inbox, "--inbox")
+    if args.state and Path(args.state).is_dir():
+        _refuse("--state", f"{args.state} is a directory; pass the sqlite file to keep the node's state in")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s")
-    account = int(args.account) if args.account and args.account.isdigit() else args.account or (1 if args.role == "oracle" else 2)
-    common = {"rpc_url": args.rpc_url, "deployment": Path(args.deployment), "plan_file": Path(args.plan), "account": account,
-              "state": Path(args.state or f"node-{args.role}.sqlite"), "poll_interval": args.poll}
+    from imo.verifier_contracts.contracts import Deployment
+
+    deployment = Deployment.read(Path(args.deployment))
+    rpc_url = args.rpc_url or deployment.rpc_url
+    if not rpc_url:
+        raise ImoError(f"{args.deployment} records no RPC URL; pass --rpc-url")
+    local = deployment.local_chain is not None and not args.rpc_url
+    signer = load_signer(args.keystore, args.account, default_index=(1 if args.role == "oracle" else 2) if local else None)
+    common = {"rpc_url": rpc_url, "deployment": deployment, "plan_file": Path(args.plan), "account": signer,
+              "state": Path(args.state or f"node-{args.role}.sqlite"), "poll_interval": args.poll if args.poll is not None else 1.0}
     if args.role == "oracle":
-        node = OracleNode(**common, inbox=Path(args.inbox) if args.inbox else None, dishonest=args.dishonest, seed=args.seed)
+        from imo.pipeline.oracle_node import OracleNode
+
+        node = OracleNode(**common, inbox=Path(args.inbox) if args.inbox else None, dishonest=args.dishonest, seed=args.seed or 0)
     else:
+        from imo.pipeline.challenger_node import ChallengerNode
+
         node = ChallengerNode(**common)
     if args.once:
         node.step()
         counts: dict = {}
         for r in node.state.requests():
             counts[r.status] = counts.get(r.status, 0) + 1
-        return _print(args, counts, ", ".join(f"{k}: {v}" for k, v in counts.items()) or "no requests")
+        report = {"account": node.account, "models": sorted(node.model_ids), "requests": counts, "warnings": node.warnings.items}
+        human = ", ".join(f"{k}: {v}" for k, v in counts.items()) or "no requests"
+        return _print(args, report, "\n".join([human, *(f"warning: {w}" for w in node.warnings.items)]))
     node.run_forever()
+
+
+def _signer(args: argparse.Namespace, default_index: int | None = None):
+    from imo.pipeline.keys import load_signer
+
+    if getattr(args, "keystore", None):
+        artifacts.require(Path(args.keystore), artifacts.KEYSTORE, role="--keystore")
+    return load_signer(getattr(args, "keystore", None), getattr(args, "account", None), default_index)
+
+
+def _deployment(args: argparse.Namespace) -> Path:
+    artifacts.require(Path(args.deployment), artifacts.DEPLOYMENT, role="--deployment")
+    return Path(args.deployment)
+
+
+def _local_default(args: argparse.Namespace) -> int | None:
+    """On the background anvil `imo deploy` started, its first unlocked account signs unless a key is given."""
+    from imo.verifier_contracts.contracts import Deployment
+
+    path = Path(args.deployment)
+    return 0 if path.is_file() and Deployment.read(path).local_chain and not args.rpc_url else None
+
+
+def cmd_deploy(args: argparse.Namespace) -> None:
+    from imo.pipeline.operator import deploy
+
+    _out_dir(args.out)
+    signer = _signer(args, default_index=0 if not args.rpc_url else None)
+    d = deploy(Path(args.out), signer, args.rpc_url)
+    where = f"a local anvil in the background at {d.rpc_url} (pid {d.local_chain['pid']}; stop it with `kill {d.local_chain['pid']}`)" if d.local_chain else d.rpc_url
+    human = (f"deployed on {where}: RevShareToken {d.token}, ModelOffering {d.offering}, AIOracle {d.oracle}, OracleConsumer {d.consumer}\n"
+             f"wrote {Path(args.out) / 'deployment.json'}")
+    _print(args, asdict(d), human)
+
+
+def cmd_register(args: argparse.Namespace) -> None:
+    from imo.circuits.plan import Plan
+    from imo.pipeline.operator import register
+    from imo.verifier_contracts.registration import Terms
+
+    artifacts.require(Path(args.plan), artifacts.PLAN, role="plan")
+    _deployment(args)
+    if not any(s.mode == "op" for s in Plan.load(Path(args.plan)).segments):
+        for flag, value in (("--window", args.window), ("--response-window", args.response_window)):
+            if value is not None:
+                _refuse(flag, f"{args.plan} has no op segment, so nothing can be disputed and results are final at submit")
+    window = args.window if args.window is not None else 600
+    terms = Terms(args.fee, args.bond, args.operator_share_bps, window, args.response_window if args.response_window is not None else window)
+    r = register(Path(args.deployment), Path(args.plan), _signer(args, _local_default(args)), args.rpc_url, args.name, terms)
+    c = r["dispute_costs"]
+    human = (f"registered {args.plan} as model {r['model_id']} ({r['name']})\n"
+             f"  registration digest {r['digest']}  (nodes serve it only if this matches their compiled plan)\n"
+             f"  fee {terms.fee_wei} wei, operator share {terms.operator_share_bps / 100:g} %, bond {terms.bond_wei} wei "
+             f"(a dispute needs {c['min_bond_wei']} wei at {c['reference_gas_price_wei'] / 1e9:g} gwei)\n"
+             f"  challenge / response windows {terms.challenge_window_s} / {terms.response_window_s} s (a fraud proof takes ~{c['worst_proof_s']:.0f} s here; "
+             f"minimum {c['min_window_s']} s)\n  boundary sizes {r['boundary_sizes']} (0 = hashed)")
+    _print(args, r, human)
+
+
+def _session(args: argparse.Namespace, signer=None):
+    from imo.pipeline.dapp import Session
+
+    return Session.open(Path(args.deployment), args.rpc_url, signer)
+
+
+def cmd_request(args: argparse.Namespace) -> None:
+    from imo.pipeline.dapp import request
+
+    artifacts.require(Path(args.input), artifacts.INPUT, role="input")
+    _deployment(args)
+    if args.timeout is not None and not args.wait:
+        _refuse("--timeout", "bounds --wait; add --wait")
+    if args.gas_limit and not args.callback:
+        _refuse("--gas-limit", "is the gas of the --callback call, paid in the fee; add --callback")
+    if args.inbox:
+        _out_dir(args.inbox, "--inbox")
+    session = _session(args, _signer(args, _local_default(args)))
+    if args.inbox:
+        model = session.oracle.model(args.model_id)
+        if model.registration.segments and model.boundary_sizes[0]:
+            _refuse("--inbox", f"model {args.model_id} takes a public input, which goes on chain with the request; drop --inbox")
+    r = request(session, args.model_id, Path(args.input), Path(args.inbox) if args.inbox else None, args.callback, args.gas_limit,
+                wait=args.wait, timeout=args.timeout if args.timeout is not None else 3600)
+    human = f"request {r['request_id']} for model {r['model_id']}: paid {r['fee_wei']} wei ({r['gas']:,} gas)"
+    if args.wait:
+        result = r.get("result")
+        human += f"\n{r['status']}" + (f": output {[round(v, 4) for v in result['output']]} (fixed point {result['values']} at scale {result['scale']})" if result else "")
+    _print(args, r, human)
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from imo.pipeline.dapp import all_statuses, status
+
+    _deployment(args)
+    session = _session(args)
+    rows = [status(session, args.request_id)] if args.request_id else all_statuses(session)
+    lines = [f"request {r['request_id']}: model {r['model_id']}, {r['status']}, fee {r['fee_wei']} wei"
+             + (f", submitted by {r['submitter']}" if r["submitter"] else "") + (f", {r['open_disputes']} open dispute(s)" if r["open_disputes"] else "")
+             + (f", output {[round(v, 4) for v in r['result']['output']]}" if r.get("result") else "") for r in rows]
+    _print(args, rows if not args.request_id else rows[0], "\n".join(lines) or "no requests")
+
+
+def cmd_claim(args: argparse.Namespace) -> None:
+    from imo.pipeline.dapp import claim
+
+    _deployment(args)
+    r = claim(_session(args, _signer(args, _local_default(args))), withdraw=args.withdraw)
+    human = (f"{r['account']} claimed {r['claimed_wei']} wei of revenue from {len(r['claimed'])} snapshot(s)"
+             + (f"; withdrew {r['withdrawn_wei']} wei of oracle credits" if args.withdraw else ""))
+    _print(args, r, human)
+
+
+def _number(convert, low, what: str):
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < low or (convert is float and not value < float("inf")):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+    return parse
+
+
+_positive_int = _number(int, 1, "a whole number of at least 1")
+_non_negative_int = _number(int, 0, "a whole number of at least 0")
+_positive_float = _number(float, 1e-9, "a positive number")
+
+
+def _basis_points(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > 10_000:
+        raise argparse.ArgumentTypeError(f"{text} basis points is more than 100 %")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,8 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", nargs="+", default=[], metavar="NODE", help="node names that must be proven in zk")
     p.add_argument("--private-input", action="store_true", help="the layer(s) reading the user's input must be zk")
     p.add_argument("--private-weights", action="store_true", help="every node with weights must be zk")
-    p.add_argument("--budget-logrows", type=int, help="segments estimated above this many logrows run optimistically (op)")
-    p.add_argument("--scale", type=int, default=7, help="the common fixed-point scale of every boundary (default 7)")
+    p.add_argument("--budget-logrows", type=_positive_int, help="segments estimated above this many logrows run optimistically (op)")
+    p.add_argument("--scale", type=_non_negative_int, default=7, help="the common fixed-point scale of every boundary (default 7)")
     p.add_argument("--no-merge", action="store_true", help="keep one segment per layer instead of merging")
     p.add_argument("--out", help="write plan.json and the segment ONNX files into this directory")
 
@@ -215,19 +475,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("onnx", metavar="ONNX|PLAN", help="ONNX model file (monolithic) or plan.json (compiled with `imo compile`)")
     p.add_argument("input", help='input JSON in ezkl format: {"input_data": [[...]]}')
     p.add_argument("--out", required=True, help="output directory for settings, keys, verifier, witness and proof (written atomically)")
-    p.add_argument("--calibration", help="input JSON with N samples concatenated, used to calibrate scales (default: the input itself)")
-    p.add_argument("--srs", help="KZG SRS file from a public ceremony (default: a cached development SRS from ezkl.gen_srs)")
+    p.add_argument("--calibration", help="ONNX only: input JSON with N samples concatenated, used to calibrate scales (default: the input itself; plans are calibrated by `imo compile`)")
+    p.add_argument("--srs", help="ONNX only: KZG SRS file from a public ceremony (default: a cached development SRS from ezkl.gen_srs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--executor", choices=["local", "ray"], default="local", help="plans only: prove zk segments in a local process pool (default) or on a Ray cluster")
-    p.add_argument("--workers", type=int, help="local executor: parallel provers (default: CPU count; memory-aware)")
-    p.add_argument("--address", help="Ray executor: cluster address, e.g. 127.0.0.1:6379 (default: start/attach a local Ray)")
+    p.add_argument("--executor", choices=["local", "ray"], help="plans only: prove zk segments in a local process pool (default) or on a Ray cluster")
+    p.add_argument("--workers", type=_positive_int, help="plans, local executor: parallel provers (default: CPU count; memory-aware)")
+    p.add_argument("--address", help="plans, Ray executor: cluster address, e.g. 127.0.0.1:6379 (default: start/attach a local Ray)")
     p.add_argument("--gpu", action="store_true", help="prove with an ezkl GPU build (ezkl-gpu); an error if none is installed")
 
     p = command("verify", cmd_verify, "verify a proof directory off-chain and, with --onchain, with its Solidity verifier on a chain")
     p.add_argument("dir", help="directory written by `imo prove`")
     p.add_argument("--plan", help="for a plan run: the plan.json (default: the one recorded in run.json)")
-    p.add_argument("--onchain", action="store_true", help="deploy the generated verifier and verify in a transaction; prints gas")
-    p.add_argument("--rpc-url", help="JSON-RPC node with unlocked accounts (default: an embedded anvil on 127.0.0.1)")
+    p.add_argument("--onchain", action="store_true", help="deploy the generated verifier (for a plan run: each zk segment's) and verify in a transaction; prints gas")
+    p.add_argument("--rpc-url", help="--onchain: JSON-RPC node with unlocked accounts (default: an embedded anvil on 127.0.0.1)")
     p.add_argument("--srs", help="the SRS file the proof was made with, if not the cached development one")
 
     p = command("bench", cmd_bench, "measure monolithic vs segmented vs hybrid proving side by side; writes bench.json, bench.md and PNG plots")
@@ -235,18 +495,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="mlp only, fewer repeats (under 3 minutes on 2 cores)")
     p.add_argument("--models", nargs="+", help="zoo models to bench (default: mlp cnn mlp-wide; --quick: mlp)")
 
+    def chain_options(p: argparse.ArgumentParser, signs: bool = True) -> None:
+        p.add_argument("--deployment", default="deployment.json", help="deployment.json written by `imo deploy` (default ./deployment.json)")
+        p.add_argument("--rpc-url", help="JSON-RPC endpoint (default: the one recorded in the deployment)")
+        if signs:
+            p.add_argument("--keystore", help="encrypted keystore of the signing key (password in $IMO_KEYSTORE_PASSWORD); or set $IMO_PRIVATE_KEY")
+            p.add_argument("--account", help="development chains only: an account the RPC node unlocks, by index or address")
+
+    p = command("deploy", cmd_deploy, "deploy the protocol (RevShareToken and its sale, AIOracle, an example consumer) and write deployment.json")
+    p.add_argument("--rpc-url", help="JSON-RPC endpoint (default: start a local anvil in the background, its state kept in --out)")
+    p.add_argument("--out", default=".", help="directory for deployment.json (default: the current directory)")
+    p.add_argument("--keystore", help="encrypted keystore of the deployer key (password in $IMO_KEYSTORE_PASSWORD); or set $IMO_PRIVATE_KEY")
+    p.add_argument("--account", help="development chains only: an account the RPC node unlocks (default on the local anvil: 0)")
+
+    p = command("register", cmd_register, "deploy a compiled plan's verifiers and register it with the AIOracle; prints the model id and registration digest")
+    p.add_argument("plan", help="plan.json compiled with `imo compile`")
+    p.add_argument("--name", help="name recorded in deployment.json (default: the model file's name)")
+    p.add_argument("--fee", type=_non_negative_int, default=10**15, help="fee per inference in wei (default 1e15)")
+    p.add_argument("--bond", type=_non_negative_int, default=2 * 10**16, help="bond of submitters and challengers in wei (default 2e16; must cover a dispute)")
+    p.add_argument("--operator-share-bps", type=_basis_points, default=2_000, help="operator's share of the fee in basis points, 0 to 10000 (default 2000)")
+    p.add_argument("--window", type=_positive_int, help="plans with op segments: challenge window in seconds (default 600; refused if shorter than a dispute needs)")
+    p.add_argument("--response-window", type=_positive_int, help="plans with op segments: seconds the submitter has to answer a dispute (default: --window)")
+    chain_options(p)
+
+    p = command("request", cmd_request, "pay for an inference: the input's commitment (private input, the input itself goes to the oracle's inbox) or the input itself (public)")
+    p.add_argument("model_id", type=int, help="registered model id (see `imo register`)")
+    p.add_argument("input", help='input JSON in ezkl format: {"input_data": [[...]]}')
+    p.add_argument("--inbox", help="private-input models: the oracle node's inbox directory, where the input is delivered off-chain")
+    p.add_argument("--callback", help="contract to receive the result (aiOracleCallback); default none")
+    p.add_argument("--gas-limit", type=_non_negative_int, default=0, help="gas for the --callback call, paid in the fee (default 0)")
+    p.add_argument("--wait", action="store_true", help="wait until the result is final and print it")
+    p.add_argument("--timeout", type=_positive_float, help="--wait: give up after this many seconds (default 3600)")
+    chain_options(p)
+
+    p = command("status", cmd_status, "show one request (or all) on the oracle: status, fee, submitter, disputes, output")
+    p.add_argument("request_id", type=int, nargs="?", help="request id (default: all requests)")
+    chain_options(p, signs=False)
+
+    p = command("claim", cmd_claim, "claim your RevShareToken revenue at every snapshot that has some for you")
+    p.add_argument("--withdraw", action="store_true", help="also withdraw what the oracle credits you (operator payouts, bonds, refunds)")
+    chain_options(p)
+
     p = command("node", cmd_node, "run an oracle node (answers requests) or a challenger node (fraud proofs, finalize) with sqlite state")
     p.add_argument("role", choices=["oracle", "challenger"])
-    p.add_argument("--rpc-url", required=True, help="JSON-RPC node with unlocked accounts")
-    p.add_argument("--deployment", required=True, help="deployment.json written by `imo deploy`")
+    p.add_argument("--rpc-url", help="JSON-RPC endpoint of the chain (default: the one recorded in the deployment)")
+    p.add_argument("--deployment", default="deployment.json", help="deployment.json written by `imo deploy` (default ./deployment.json)")
     p.add_argument("--plan", required=True, help="the compiled plan.json of the model(s) to serve (matched by plan hash)")
     p.add_argument("--state", help="sqlite file with the node's work; a restart resumes from it (default node-ROLE.sqlite)")
-    p.add_argument("--account", help="sender: an index into the node's unlocked accounts or an address (default 1 oracle, 2 challenger)")
+    p.add_argument("--keystore", help="encrypted keystore file of the signing key (password in $IMO_KEYSTORE_PASSWORD); or set $IMO_PRIVATE_KEY")
+    p.add_argument("--account", help="development chains only: an account the RPC node unlocks, by index or address (on the local anvil of `imo deploy`: 1 oracle, 2 challenger)")
     p.add_argument("--inbox", help="oracle: directory of private inputs named <C_0 as 0x hex>.json (ezkl input format)")
-    p.add_argument("--dishonest", choices=["boundary", "output", "commitment", "random"], help="oracle, tests and demo only: corrupt every answer this way")
-    p.add_argument("--seed", type=int, default=0, help="oracle: seed of the --dishonest choices")
-    p.add_argument("--poll", type=float, default=1.0, help="seconds between polls (default 1)")
-    p.add_argument("--once", action="store_true", help="one poll iteration, then print the request counts by status")
+    p.add_argument("--dishonest", choices=["boundary", "output", "proof", "commitment", "random"], help="oracle, tests and demo only: corrupt every answer this way")
+    p.add_argument("--seed", type=int, help="oracle: seed of the --dishonest choices (default 0)")
+    p.add_argument("--poll", type=_positive_float, help="seconds between polls (default 1; not with --once)")
+    p.add_argument("--once", action="store_true", help="one poll iteration, then print the request counts by status and any warnings")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
 
     p = command("demo", cmd_demo, "run the end-to-end story on an embedded anvil and print what happened")
@@ -258,16 +560,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # misuse of the command line: argparse's usage line, exit 2
     try:
         args.fn(args)
     except ImoError as exc:
-        print(f"imo: error: {exc}", file=sys.stderr)
+        print(f"imo: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("imo: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the disk is full, a permission is missing, ...: the system's own words, one line
+        print(f"imo: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug in imo: still one line, with the way to see more
+        if os.environ.get("IMO_DEBUG"):
+            raise
+        print(f"imo: error: unexpected {type(exc).__name__}: {_one_line(exc)} (a bug in imo; IMO_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,14 +1,18 @@
-"""The zk vertical slice, one function per step: prove a model monolithically, verify the proof off-chain and on-chain."""
+"""The zk vertical slice, one function per step: prove a model monolithically, verify the proof off-chain and on-chain
+(and a plan run's zk segments on-chain, each with its own Solidity verifier)."""
 
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
+from imo.circuits.plan import Plan
+from imo.errors import ImoError, ProofError
 from imo.fsutil import atomic_dir
 from imo.pipeline.chain import Chain
 from imo.proving import onnx_io, prover
 from imo.proving.circuit import CircuitFiles, build_circuit
+from imo.proving.segments import circuit_files
 from imo.verifier_contracts.evm import ProofCall, compile_verifier, deploy, verify_onchain
 
 
@@ -45,3 +49,28 @@ def verify_proof_onchain(proof_dir: Path, chain: Chain) -> OnchainResult:
     verifier, deploy_gas = deploy(chain.w3, contract, sender)
     accepted, gas = verify_onchain(verifier, call, sender)
     return OnchainResult(chain.rpc_url, verifier.address, contract.runtime_size, deploy_gas, gas, accepted)
+
+
+@dataclass
+class SegmentOnchainResult(OnchainResult):
+    segment: int = -1
+
+
+def verify_run_onchain(plan_path: Path, run_dir: Path, chain: Chain) -> list[SegmentOnchainResult]:
+    """Every zk segment of a plan run: compile its circuit's Solidity verifier, deploy it, verify the segment's proof in
+    a transaction. Raises ProofError naming the first segment whose verifier rejects its proof."""
+    plan, plan_dir = Plan.load(plan_path), Path(plan_path).parent
+    zk = [s for s in plan.segments if s.mode == "zk"]
+    if not zk:
+        raise ImoError(f"--onchain: plan {plan_path} has no zk segment, so {run_dir} holds no proof to verify on a chain (op segments are checked by re-execution)")
+    sender = chain.accounts[0]
+    results = []
+    for segment in zk:
+        call = ProofCall.from_proof_file(Path(run_dir) / f"seg{segment.index}" / "proof.json")
+        contract = compile_verifier(circuit_files(plan_dir, segment).verifier_sol)
+        verifier, deploy_gas = deploy(chain.w3, contract, sender)
+        accepted, gas = verify_onchain(verifier, call, sender)
+        if not accepted:
+            raise ProofError(f"segment {segment.index}'s on-chain verifier at {verifier.address} rejected the proof in {Path(run_dir) / f'seg{segment.index}'}")
+        results.append(SegmentOnchainResult(chain.rpc_url, verifier.address, contract.runtime_size, deploy_gas, gas, accepted, segment.index))
+    return results

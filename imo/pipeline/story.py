@@ -1,41 +1,41 @@
 """The IMO story end to end on one chain (`imo demo`): every step is real — contracts, ezkl circuits and proofs,
-the oracle and challenger nodes of `imo.pipeline.nodes` — and every money claim is checked on chain.
+the oracle and challenger nodes (`imo.pipeline.oracle_node`, `imo.pipeline.challenger_node`) — and every money
+claim is checked on chain.
 
 1. IMO: deploy the protocol; three buyers buy the model's RevShareToken in its sale; the sale is finalized and
    the buyers claim their tokens.
 2. Plan the classifier hybrid (private input layer zk, the wide layers op), compile every segment (artifact store:
-   free after the first run), register it with a short challenge window.
-3. Paid requests on held-out digits answered by an honest OracleNode (a tampered zk proof is rejected at submit);
-   one request answered by a dishonest OracleNode (wrong output), caught by the ChallengerNode with a fraud proof
-   and slashed; the reopened request is answered honestly.
-4. The windows pass; the challenger finalizes every result; fees reach the token; a snapshot; the three holders
-   claim exactly their pro-rata share.
-5. The `gen` model draws a digit for a prompt (label + seed) through the oracle; the finalized image is minted as
-   an ERC-7007 AIGC NFT (mint fee to the token) and sold once, its ERC-2981 royalty paid to the token; a second
-   snapshot lets the holders claim that too.
+   free after the first run), register it with windows and a bond that fit what a dispute costs.
+3. Paid requests on held-out digits answered by an honest OracleNode (commit, then reveal with the posted zk proof
+   and the public boundaries); a forger's corrupted zk proof is slashed at once with `disputeProof`; a liar's wrong
+   output is disputed with an ezkl proof of the op segment, left unanswered and resolved: half of each bond to the
+   challenger, half to the token; both requests are re-answered honestly for their escrowed fees.
+4. The windows pass; the challenger finalizes every result; fees and slashed halves reach the token; a snapshot;
+   the three holders claim exactly their pro-rata share. The protocol gas of one request is reported.
+5. The `gen` model draws a digit for a public prompt (label + seed) through the oracle; the finalized image is
+   minted as an ERC-7007 AIGC NFT (mint fee to the token) and sold once, its ERC-2981 royalty paid to the token; a
+   second snapshot lets the holders claim that too.
 Total ETH is conserved: what left all accounts and contracts is exactly the gas paid."""
 
 import json
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from eth_abi import encode
 from tqdm import tqdm
 from web3.logs import DISCARD
 
 from imo.circuits.plan import Plan, make_plan, write_plan
-from imo.errors import ChainError
 from imo.models import cached_export
 from imo.models.zoo import NOISE_DIM
 from imo.pipeline.chain import chain
-from imo.pipeline.nodes import (
-    ChallengerNode,
-    Inbox,
-    OracleNode,
-    register_plan,
-)
+from imo.pipeline.challenger_node import ChallengerNode
+from imo.pipeline.oracle_node import Inbox, OracleNode
 from imo.pipeline.state import NodeState
+from imo.proving.protocol import Claim, request_input
 from imo.proving.segments import compile_plan
 from imo.verifier_contracts.contracts import (
     OracleConfig,
@@ -45,6 +45,8 @@ from imo.verifier_contracts.contracts import (
     deploy_protocol,
     transact,
 )
+from imo.verifier_contracts.oracle_client import OracleClient, Status
+from imo.verifier_contracts.registration import Terms, dispute_costs, register_plan
 
 # plan policies: the private input layer is zk, the wide layers go over budget and run optimistically; merge=False
 # keeps the small last layer its own op segment, so a wrong output is disputed with a cheap fraud proof
@@ -58,12 +60,12 @@ GEN_PLAN = {"budget_logrows": 0}  # the generator: one op segment (its prompt is
 ETH = 10**18
 FEE = 10**15  # per inference
 OPERATOR_BPS = 2_000
-WINDOW = 300  # challenge window, seconds
+WINDOW = 300  # shortest challenge and response windows, seconds (longer where a fraud proof needs it)
 BUY_WEI = (5 * 10**16, 10 * 10**16, 15 * 10**16)  # three buyers, different amounts
 MINT_FEE = 2 * 10**15
 ROYALTY_BPS = 500
 NFT_PRICE = 5 * 10**16
-OWNER, BUYERS, USER, HONEST, DISHONEST, CHALLENGER, COLLECTOR = 0, (1, 2, 3), 4, 5, 6, 7, 8
+OWNER, BUYERS, USER, HONEST, DISHONEST, CHALLENGER, COLLECTOR, FORGER = 0, (1, 2, 3), 4, 5, 6, 7, 8, 9
 PROMPT = (7, 42)  # the generator's prompt: draw a 7 with noise seed 42
 CALLBACK_GAS = 600_000  # the consumer dapp stores the 10 logits (~14 storage slots)
 
@@ -121,6 +123,23 @@ class Story:
         self.timings[step] = round(time.perf_counter() - start, 3)
         return plan_file, reports
 
+    def terms(self, plan_file: Path) -> Terms:
+        """The demo's terms for a plan: windows long enough for its worst fraud proof on this machine."""
+        window = max(WINDOW, dispute_costs(plan_file).min_window_s)
+        return Terms(fee_wei=FEE, operator_share_bps=OPERATOR_BPS, challenge_window_s=window, response_window_s=window)
+
+    @staticmethod
+    def claim_of(oracle: OracleClient, watcher: ChallengerNode, request_id: int) -> Claim:
+        """The claim of a request as published in its (last) submit transaction's calldata."""
+        return oracle.submitted_claim(watcher.state.request(request_id).detail["tx"])[1]
+
+    def happy_path_gas(self, oracle_node: OracleNode, watcher: ChallengerNode, request_id: int) -> dict:
+        """Protocol gas of one request without a callback: request + commit + submit + finalize."""
+        parts = {"request": self.gas["requestCallback (no callback)"][0]}
+        for state, step in ((oracle_node.state, "commit"), (oracle_node.state, "submit"), (watcher.state, "finalize")):
+            parts[step] = next(t["gas_used"] for t in state.txs(step) if t["request_id"] == request_id)
+        return {**parts, "total": sum(parts.values())}
+
     def claim_all(self, token, snapshot_id: int, holders: list[int]) -> list[dict]:
         """Every holder claims at snapshot_id; checks claimed == claimableRevenue == balance share × claimable pool."""
         record = token.functions.snapshotRecord(snapshot_id).call()
@@ -160,7 +179,7 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
         sale_cfg = SaleConfig()
         dep = deploy_protocol(w3, acct[OWNER], TokenConfig(name=f"{model} revenue share", symbol="IMO"), sale_cfg, OracleConfig())
         s.gas.update({f"deploy {k}": [v] for k, v in dep.gas.items()})
-        token, offering, oracle = dep.contract(w3, "RevShareToken"), dep.contract(w3, "ModelOffering"), dep.contract(w3, "AIOracle")
+        token, offering = dep.contract(w3, "RevShareToken"), dep.contract(w3, "ModelOffering")
         for i, paid in zip(BUYERS, BUY_WEI):
             s.tx("sale buy", offering.functions.buy(), i, value=paid)
         s.advance(sale_cfg.duration_s)
@@ -187,111 +206,126 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
             say(f"      seg{seg.index} {seg.mode}  {'+'.join(seg.ops):<10} logrows {r.get('logrows', seg.est_logrows)}  "
                 f"{'cached' if r['cached'] else 'built in {:.0f} s'.format(r['wall_seconds'])}  ({seg.reason})")
         t = time.perf_counter()
-        model_id = register_plan(w3, acct[OWNER], dep, plan_file, model, FEE, OPERATOR_BPS, WINDOW)
+        oracle = OracleClient(w3, dep.oracle, acct[OWNER])
+        terms = s.terms(plan_file)
+        model_id, digest, costs = register_plan(oracle, dep, plan_file, model, terms)
         s.gas["register model (verifiers + registerModel)"] = [v for k, v in dep.gas.items() if k.startswith(f"Halo2Verifier {model}/")]
-        say(f"      registered as model {model_id}: fee {_eth(FEE)}, operator share {OPERATOR_BPS / 100:.0f} %, challenge window {WINDOW} s, "
-            f"{len(plan.segments)} verifiers deployed")
-        summary["plan"] = {"plan_hash": plan.plan_hash, "model_id": model_id,
+        say(f"      registered as model {model_id} (digest {digest.hex()[:12]}…): fee {_eth(FEE)}, operator share {OPERATOR_BPS / 100:.0f} %, "
+            f"bond {_eth(terms.bond_wei)} (a dispute needs ≤ {_eth(costs.min_bond_wei)}), windows {terms.challenge_window_s} s "
+            f"(a fraud proof takes ~{costs.worst_proof_s:.0f} s here), sizes {plan.boundary_sizes()} (0 = hashed)")
+        summary["plan"] = {"plan_hash": plan.plan_hash, "model_id": model_id, "digest": digest.hex(), "boundary_sizes": plan.boundary_sizes(),
+                           "terms": asdict(terms), "dispute_costs": asdict(costs),
                            "segments": [{"index": seg.index, "mode": seg.mode, "ops": seg.ops, "logrows": r.get("logrows"), "reason": seg.reason,
                                          "compile_cached": r["cached"], "compile_seconds": r["wall_seconds"]} for seg, r in zip(plan.segments, reports)]}
         s.timings["2_register"] = round(time.perf_counter() - t, 3)
 
-        # ------------------------------------------------------------ 3. requests, fraud, challenge
+        # ------------------------------------------------------------ 3. requests, fraud, disputes
         inbox = Inbox({})
-        xs = _calibration(cached_export(model).onnx_path, plan.segments[0].input_shape)[: honest_requests + 1]
+        xs = _calibration(cached_export(model).onnx_path, plan.segments[0].input_shape)[: honest_requests + 2]
         common = {"deployment": dep, "plan_file": plan_file, "poll_interval": 0.2}
         honest = OracleNode(node.rpc_url, account=acct[HONEST], inbox=inbox, state=NodeState(), work_dir=nodes_dir / "honest", **common)
+        forger = OracleNode(node.rpc_url, account=acct[FORGER], inbox=inbox, state=NodeState(), work_dir=nodes_dir / "forger",
+                            dishonest="proof", seed=3, **common)
         liar = OracleNode(node.rpc_url, account=acct[DISHONEST], inbox=inbox, state=NodeState(), work_dir=nodes_dir / "dishonest",
                           dishonest="output", seed=3, **common)
         watcher = ChallengerNode(node.rpc_url, account=acct[CHALLENGER], state=NodeState(), work_dir=nodes_dir / "challenger", **common)
+        user = oracle.as_sender(acct[USER])
 
-        def request(x) -> tuple[int, float]:
-            c0 = inbox.put(plan, x)
-            receipt = s.tx("requestCallback", oracle.functions.requestCallback(model_id, c0.to_bytes(32, "big"), dep.consumer, CALLBACK_GAS, b""),
-                           USER, value=oracle.functions.estimateFee(model_id, CALLBACK_GAS).call())
-            rid = oracle.events.AICallbackRequest().process_receipt(receipt, errors=DISCARD)[0]["args"]["requestId"]
+        def request(x, callback: bool = True) -> tuple[int, float]:
+            gas_limit = CALLBACK_GAS if callback else 0
+            rid, receipt = user.request_callback(model_id, inbox.put(plan, x), dep.consumer if callback else None, gas_limit)
+            s.gas.setdefault("requestCallback" if callback else "requestCallback (no callback)", []).append(receipt.gasUsed)
             return rid, time.time()
 
-        say(f"[3/5] {honest_requests} paid requests on held-out digits, answered by an honest oracle node (zk proof of the private layer, "
-            f"op layers published) …")
+        say(f"[3/5] {honest_requests} paid requests on held-out digits, answered by an honest oracle node (commit, then reveal: "
+            f"the zk proof of the private layer is posted, the op boundaries travel in calldata) …")
         t = time.perf_counter()
         requested: dict[int, float] = {}
         rids = []
         bar = tqdm(xs[:honest_requests], desc="requests", unit="req", disable=quiet, leave=False)
         for n, x in enumerate(bar):
-            rid, requested[rid] = request(x)
+            rid, requested[rid] = request(x, callback=n > 0)  # the first without a callback: the protocol's own gas
             rids.append(rid)
-            if n == 0:  # the first act of the old demo, folded in: a tampered zk proof never gets on chain
-                t_first = time.perf_counter()
-                claim = honest.execute(x, rid)
-                first_prove = time.perf_counter() - t_first
-                bad = bytearray(claim["proofs"][0])
-                bad[len(bad) // 2] ^= 1
-                try:
-                    transact(oracle.functions.submit(rid, claim["commitments"], claim["output"], [bytes(bad)], claim["boundary_data"]),
-                             acct[HONEST], value=oracle.functions.minBond().call())
-                    tampered_rejected = False
-                except ChainError as exc:
-                    tampered_rejected = "AIOracleInvalidProof" in str(exc)
-                assert tampered_rejected
             honest.step()
         bar.close()
+        watcher.step()
         s.timings["3_honest_answers"] = round(time.perf_counter() - t, 3)
         for rid in rids:
             r = honest.state.request(rid)
-            assert r.status == "submitted", (rid, r.status)
-            seconds = first_prove if rid == rids[0] else r.detail["prove_seconds"]
-            say(f"      request {rid}: submitted, says digit {int(np.argmax(oracle.functions.getClaim(rid).call()[3]))} "
-                f"(answered in {seconds:.1f} s, submit {r.detail['gas']:,} gas, {r.detail['boundary_bytes']} B boundary data)")
-        say("      a submission whose zk proof has one byte flipped: rejected on chain (AIOracleInvalidProof)")
+            assert r.status == "submitted" and watcher.state.request(rid).status == "ok", (rid, r.status)
+            digit = int(np.argmax(s.claim_of(oracle, watcher, rid).output_values(plan.boundary_sizes())))
+            say(f"      request {rid}: says digit {digit} (answered in {r.detail['prove_seconds']:.1f} s, submit {r.detail['gas']:,} gas, "
+                f"{r.detail['data_bytes']} B of public boundaries); the challenger re-executed it: ok")
 
-        say("      one more request, answered by a dishonest node that changes one output logit …")
+        say("      a forger answers the next request with a corrupted zk proof …")
         t = time.perf_counter()
-        fraud_rid, requested[fraud_rid] = request(xs[honest_requests])
+        forged_rid, requested[forged_rid] = request(xs[honest_requests])
+        forger.step()
+        watcher.step()
+        forged = watcher.state.request(forged_rid)
+        assert forged.status == "slashed" and forger.state.request(forged_rid).status == "submitted", forged
+        slashed = [e["args"] for e in oracle.contract.events.AIResultSlashed().get_logs(from_block=start_block)]
+        say(f"      the challenger checked the posted proof with the registered verifier: {forged.detail['reason']} → disputeProof "
+            f"({forged.detail['challenge_gas']:,} gas): bond slashed, {_eth(slashed[-1]['reward'])} to the challenger, {_eth(slashed[-1]['toToken'])} "
+            f"to the token; the fee stays escrowed and the request reopens")
+        honest.step()
+        forger.step()
+
+        say("      a liar answers the next request with one output logit changed …")
+        fraud_rid, requested[fraud_rid] = request(xs[honest_requests + 1])
         liar.step()
         assert liar.state.request(fraud_rid).status == "submitted"
         watcher.step()
         caught = watcher.state.request(fraud_rid)
-        assert caught.status == "challenged", caught
+        assert caught.status == "disputing", caught
+        say(f"      the challenger re-executed the op segments: {caught.detail['reason']} → an ezkl proof of segment {caught.detail['segment']} "
+            f"from the claimed input, committed and revealed ({caught.detail['challenge_gas']:,} gas, bond posted)")
+        liar.step()  # the liar cannot answer: its claim is not what the circuit computes
+        s.advance(terms.response_window_s)
+        watcher.step()
+        assert watcher.state.request(fraud_rid).status == "slashed", watcher.state.request(fraud_rid)
+        slashed = [e["args"] for e in oracle.contract.events.AIResultSlashed().get_logs(from_block=start_block)]
+        say(f"      the liar did not answer within {terms.response_window_s} s: resolved, bond slashed ({_eth(slashed[-1]['reward'])} + the "
+            f"challenger's own bond back to it, {_eth(slashed[-1]['toToken'])} to the token)")
         s.timings["3_fraud_caught"] = round(time.perf_counter() - t, 3)
-        slash = oracle.events.AIResultChallenged().get_logs(from_block=start_block)
-        say(f"      challenger re-executed the op segments: {caught.detail['reason']}; fraud proof of segment {caught.detail['segment']} "
-            f"→ bond {_eth(slash[0]['args']['slashed'])} slashed ({caught.detail['gas']:,} gas), fee refunded, request reopened")
         t = time.perf_counter()
         honest.step()
         liar.step()
         watcher.step()
-        assert honest.state.request(fraud_rid).status == "submitted"
-        assert liar.state.request(fraud_rid).status in ("challenged", "answered_by_other")
+        for rid in (forged_rid, fraud_rid):
+            assert honest.state.request(rid).status == "submitted" and watcher.state.request(rid).status == "ok"
         reanswered_at = time.time()
-        say(f"      request {fraud_rid} re-answered honestly; the challenger checked all {len(rids) + 1} submissions: "
-            f"{sum(watcher.state.request(r).status == 'ok' for r in rids + [fraud_rid])} ok")
+        say(f"      requests {forged_rid} and {fraud_rid} re-answered honestly for their escrowed fees; the challenger checked all "
+            f"{len(rids) + 4} submissions")
         s.timings["3_reanswer"] = round(time.perf_counter() - t, 3)
 
         # ------------------------------------------------------------ 4. finalize, snapshot, claim
-        say(f"[4/5] {WINDOW} s challenge windows pass; the challenger finalizes; fees go to the token; snapshot; holders claim …")
+        say(f"[4/5] {terms.challenge_window_s} s challenge windows pass; the challenger finalizes (and is paid the callback gas); fees go to "
+            f"the token; snapshot; holders claim …")
         token_before = s.balance(dep.token)
-        s.advance(WINDOW)
+        s.advance(terms.challenge_window_s)
         window_passed = time.time()
         t = time.perf_counter()
         watcher.step()
         s.timings["4_finalize"] = round(time.perf_counter() - t, 3)
-        all_rids = rids + [fraud_rid]
-        assert all(oracle.functions.isFinalized(r).call() for r in all_rids)
-        finalized = oracle.events.AIRequestFinalized().get_logs(from_block=start_block)
-        released = sum(e["args"]["modelRevenue"] for e in finalized)
-        assert s.balance(dep.token) - token_before == released == token.functions.pendingRevenue().call()
+        all_rids = rids + [forged_rid, fraud_rid]
+        assert all(oracle.request(r).status == Status.FINALIZED for r in all_rids)
+        finalized = [e["args"] for e in oracle.contract.events.AIRequestFinalized().get_logs(from_block=start_block)]
+        released = sum(e["modelRevenue"] for e in finalized)
+        slashed_to_token = sum(e["toToken"] for e in slashed)
+        assert s.balance(dep.token) - token_before == released
+        assert released + slashed_to_token == token.functions.pendingRevenue().call()
         consumer = dep.contract(w3, "OracleConsumer")
         delivered = sum(bool(consumer.functions.outputOf(r).call()) for r in all_rids)
-        say(f"      {len(finalized)} results finalized, {delivered} delivered to the consumer dapp; {_eth(released)} released to the token "
-            f"({100 - OPERATOR_BPS / 100:.0f} % of each fee; the slashed request's fee was refunded)")
+        say(f"      {len(finalized)} results finalized, {delivered} delivered to the consumer dapp; {_eth(released)} of fees released to the "
+            f"token ({100 - OPERATOR_BPS / 100:.0f} % of each model fee) and {_eth(slashed_to_token)} of slashed bonds")
         s.advance(TokenConfig().snapshot_interval_s)
         receipt = s.tx("snapshot", token.functions.snapshot(), OWNER)
         snap1 = token.events.Snapshot().process_receipt(receipt, errors=DISCARD)[0]["args"]
-        assert snap1["claimable"] == released * TokenConfig().claim_share_bps // 10_000
+        assert snap1["claimable"] == (released + slashed_to_token) * TokenConfig().claim_share_bps // 10_000
         claims = s.claim_all(token, snap1["snapshotId"], list(BUYERS))
         say(f"      snapshot {snap1['snapshotId']}: {_eth(snap1['claimable'])} claimable ({TokenConfig().claim_share_bps / 100:.0f} % of "
-            f"{_eth(released)}); " + ", ".join(f"buyer {n + 1} claimed {_eth(c['claimed_wei'])} = {c['share']:.0%}" for n, c in enumerate(claims)))
+            f"{_eth(released + slashed_to_token)}); " + ", ".join(f"buyer {n + 1} claimed {_eth(c['claimed_wei'])} = {c['share']:.0%}" for n, c in enumerate(claims)))
 
         # latency: request → submitted, plus window end → finalized (the window itself excluded)
         latencies = []
@@ -300,37 +334,40 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
             finalized_at = dict(watcher.state.history(rid))["finalized"]
             latencies.append(round(submitted_at - requested[rid] + finalized_at - window_passed, 3))
         fraud_latency = round(reanswered_at - requested[fraud_rid] + dict(watcher.state.history(fraud_rid))["finalized"] - window_passed, 3)
-        say(f"      end-to-end latency request → finalized result (window excluded): {np.mean(latencies):.1f} s mean for honest answers, "
-            f"{fraud_latency:.1f} s for the request that went through a fraud proof")
+        say(f"      end-to-end latency request → finalized result (windows excluded): {np.mean(latencies):.1f} s mean for honest answers, "
+            f"{fraud_latency:.1f} s for the request that went through a dispute")
+        happy = s.happy_path_gas(honest, watcher, rids[0])
+        say(f"      protocol gas of one request (no callback): request {happy['request']:,} + commit {happy['commit']:,} + submit "
+            f"{happy['submit']:,} + finalize {happy['finalize']:,} = {happy['total']:,}")
 
         # ------------------------------------------------------------ 5. gen model, AIGC NFT, royalties
         label, seed = PROMPT
         say(f"[5/5] the `gen` model draws a {label} (noise seed {seed}) through the oracle; the image becomes an AIGC NFT …")
         gen_plan_file, gen_reports = s.plan("gen", GEN_PLAN, "5_gen_compile")
         gen_plan = Plan.load(gen_plan_file)
-        gen_id = register_plan(w3, acct[OWNER], dep, gen_plan_file, "gen", FEE, OPERATOR_BPS, WINDOW)
+        gen_id, _, _ = register_plan(oracle, dep, gen_plan_file, "gen", s.terms(gen_plan_file))
         nft = w3.eth.contract(address=deploy_nft(w3, acct[OWNER], dep, gen_id, MINT_FEE, ROYALTY_BPS), abi=dep.contract(w3, "AIGCNFT").abi)
         gen_common = {"deployment": dep, "plan_file": gen_plan_file, "poll_interval": 0.2}
-        gen_inbox = Inbox({})
-        artist = OracleNode(node.rpc_url, account=acct[HONEST], inbox=gen_inbox, state=NodeState(), work_dir=nodes_dir / "gen-oracle", **gen_common)
+        artist = OracleNode(node.rpc_url, account=acct[HONEST], inbox=Inbox({}), state=NodeState(), work_dir=nodes_dir / "gen-oracle", **gen_common)
         gen_watch = ChallengerNode(node.rpc_url, account=acct[CHALLENGER], state=NodeState(), work_dir=nodes_dir / "gen-challenger", **gen_common)
         t = time.perf_counter()
-        c0 = gen_inbox.put(gen_plan, _prompt_input(label, seed))
-        receipt = s.tx("requestCallback", oracle.functions.requestCallback(gen_id, c0.to_bytes(32, "big"), "0x" + "00" * 20, 0, b""), USER, value=FEE)
-        gen_rid = oracle.events.AICallbackRequest().process_receipt(receipt, errors=DISCARD)[0]["args"]["requestId"]
+        prompt = request_input(gen_plan, _prompt_input(label, seed))  # a public input: the prompt itself is the request input
+        gen_rid, receipt = user.request_callback(gen_id, prompt)
+        s.gas.setdefault("requestCallback (no callback)", []).append(receipt.gasUsed)
         artist.step()
         gen_watch.step()
         assert gen_watch.state.request(gen_rid).status == "ok"
-        s.advance(WINDOW)
+        s.advance(s.terms(gen_plan_file).challenge_window_s)
         gen_watch.step()
-        assert oracle.functions.isFinalized(gen_rid).call()
+        assert oracle.request(gen_rid).status == Status.FINALIZED
         s.timings["5_gen_request"] = round(time.perf_counter() - t, 3)
-        prompt, aigc, proof = c0.to_bytes(32, "big"), oracle.functions.getOutput(gen_rid).call(), gen_rid.to_bytes(32, "big")
+        gen_claim = s.claim_of(oracle, gen_watch, gen_rid)
+        aigc, proof = gen_claim.output, encode(["uint256", "bytes32"], [gen_rid, gen_claim.body_hash])
         token_before = s.balance(dep.token)
         receipt = s.tx("nft mint", nft.functions.mint(prompt, aigc, proof), USER, value=MINT_FEE)
         token_id = nft.events.Transfer().process_receipt(receipt, errors=DISCARD)[0]["args"]["tokenId"]
         assert nft.functions.ownerOf(token_id).call() == acct[USER] and s.balance(dep.token) - token_before == MINT_FEE
-        pixels = [int.from_bytes(aigc[96 + 32 * i:128 + 32 * i], "big", signed=True) for i in range(64)]
+        pixels = gen_claim.output_values(gen_plan.boundary_sizes())
         say(f"      request {gen_rid} finalized; NFT {hex(token_id)[:12]}… minted to the requester, mint fee {_eth(MINT_FEE)} → token:")
         if not quiet:
             ramp = " .:-=+*#%@"
@@ -347,7 +384,7 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
         assert s.balance(USER) - seller_before + s.paid_gas(r) == NFT_PRICE - royalty
         say(f"      sold once for {_eth(NFT_PRICE)}: royalty {_eth(royalty)} ({ROYALTY_BPS / 100:.0f} %, ERC-2981) paid to the token")
 
-        gen_revenue = sum(e["args"]["modelRevenue"] for e in oracle.events.AIRequestFinalized().get_logs(from_block=start_block)
+        gen_revenue = sum(e["args"]["modelRevenue"] for e in oracle.contract.events.AIRequestFinalized().get_logs(from_block=start_block)
                           if e["args"]["requestId"] == gen_rid)
         s.advance(TokenConfig().snapshot_interval_s)
         receipt = s.tx("snapshot", token.functions.snapshot(), OWNER)
@@ -371,26 +408,27 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
         # ------------------------------------------------------------ summary
         requests = []
         for rid in all_rids + [gen_rid]:
-            req, _ = oracle.functions.getRequest(rid).call()
-            requests.append({"id": rid, "model": "gen" if rid == gen_rid else model, "status": "finalized" if oracle.functions.isFinalized(rid).call() else req[6],
-                             "fraud_caught": rid == fraud_rid, "output": list(oracle.functions.getClaim(rid).call()[3]) if rid != gen_rid else None,
+            watcher_of = gen_watch if rid == gen_rid else watcher
+            requests.append({"id": rid, "model": "gen" if rid == gen_rid else model, "status": oracle.request(rid).status.name.lower(),
+                             "disputed": rid in (forged_rid, fraud_rid),
+                             "output": s.claim_of(oracle, watcher_of, rid).output_values((gen_plan if rid == gen_rid else plan).boundary_sizes()) if rid != gen_rid else None,
                              "latency_s": dict(zip(rids, latencies)).get(rid, fraud_latency if rid == fraud_rid else None)})
-        refunded = oracle.functions.credits(acct[USER]).call()
         summary.update({
             "requests": requests,
-            "fraud_caught": len(slash),
-            "fraud": {"request": fraud_rid, "segment": caught.detail["segment"], "reason": caught.detail["reason"],
-                      "bond_slashed_wei": slash[0]["args"]["slashed"], "challenger": acct[CHALLENGER]},
-            "tampered_zk_proof_rejected": tampered_rejected,
+            "fraud_caught": len(slashed),
+            "fraud": [{"request": forged_rid, "kind": "invalid zk proof", "segment": forged.detail["segment"], "reason": forged.detail["reason"],
+                       "bond_slashed_wei": terms.bond_wei, "to_challenger_wei": slashed[0]["reward"], "to_token_wei": slashed[0]["toToken"]},
+                      {"request": fraud_rid, "kind": "wrong output, unanswered dispute", "segment": caught.detail["segment"], "reason": caught.detail["reason"],
+                       "bond_slashed_wei": terms.bond_wei, "to_challenger_wei": slashed[1]["reward"], "to_token_wei": slashed[1]["toToken"]}],
             "fees": {
-                "paid_wei": FEE * (len(all_rids) + 1),
-                "refunded_to_requester_wei": refunded,
+                "paid_wei": sum(oracle.request(r).fee for r in all_rids + [gen_rid]),
                 "released_to_token_wei": released + gen_revenue,
-                "operator_credits_wei": {"honest": oracle.functions.credits(acct[HONEST]).call(), "dishonest": oracle.functions.credits(acct[DISHONEST]).call(),
-                                         "challenger": oracle.functions.credits(acct[CHALLENGER]).call()},
+                "slashed_to_token_wei": slashed_to_token,
+                "credits_wei": {"honest": oracle.credits(acct[HONEST]), "forger": oracle.credits(acct[FORGER]),
+                                "liar": oracle.credits(acct[DISHONEST]), "challenger": oracle.credits(acct[CHALLENGER])},
             },
             "snapshots": [
-                {"id": snap1["snapshotId"], "revenue_wei": released, "claimable_wei": snap1["claimable"], "claims": claims},
+                {"id": snap1["snapshotId"], "revenue_wei": released + slashed_to_token, "claimable_wei": snap1["claimable"], "claims": claims},
                 {"id": snap2["snapshotId"], "revenue_wei": gen_revenue + MINT_FEE + royalty, "claimable_wei": snap2["claimable"], "claims": claims2},
             ],
             "claimed_per_holder_wei": {c["holder"]: c["claimed_wei"] + c2["claimed_wei"] for c, c2 in zip(claims, claims2)},
@@ -402,12 +440,15 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
             "gas_paid_wei": gas_paid,
             "gas": {**{k: (v[0] if len(v) == 1 else {"mean": int(np.mean(v)), "count": len(v)}) for k, v in s.gas.items()},
                     **{f"node {step}": int(np.mean([x["gas_used"] for x in st.txs(step)]))
-                       for st, step in ((honest.state, "submit"), (watcher.state, "challenge"), (watcher.state, "finalize")) if st.txs(step)}},
+                       for st, step in ((honest.state, "commit"), (honest.state, "submit"), (watcher.state, "challenge"), (watcher.state, "disputeProof"),
+                                        (watcher.state, "resolve"), (watcher.state, "finalize")) if st.txs(step)},
+                    "happy_path_per_request": happy["total"], "happy_path_parts": happy},
             "latency_s": {"request_to_finalized_excluding_window_mean": round(float(np.mean(latencies)), 3), "per_request": latencies,
-                          "with_fraud_proof": fraud_latency},
+                          "with_dispute": fraud_latency},
         })
     s.timings["total"] = round(time.perf_counter() - started, 3)
     summary["timings"] = s.timings
-    say(f"done in {s.timings['total']:.0f} s: fraud caught {summary['fraud_caught']}, {_eth(summary['fees']['released_to_token_wei'] + MINT_FEE + royalty)} "
+    say(f"done in {s.timings['total']:.0f} s: fraud caught {summary['fraud_caught']}, "
+        f"{_eth(summary['fees']['released_to_token_wei'] + summary['fees']['slashed_to_token_wei'] + MINT_FEE + royalty)} "
         f"reached the token, holders claimed exactly their share, 1 NFT minted with royalty paid; ETH conserved: {conserved}")
     return summary

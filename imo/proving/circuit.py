@@ -12,10 +12,20 @@ import ezkl
 import numpy as np
 from tqdm import tqdm
 
+from imo.circuits.fixed_point import int_to_felt
 from imo.errors import MissingArtifactError, ProofError
 from imo.proving import onnx_io
 from imo.proving.native import call_ezkl
 from imo.proving.srs import srs_path
+
+
+LOOKUP_SAFETY_MARGIN = 8.0
+"""ezkl's calibrate_settings widens the lookup range it saw on the calibration batch by this factor (its default, 2,
+left the gen model's Sigmoid table [-4336, 1116] at scale 7 too narrow: about half of the inputs drawn uniformly inside the
+calibration batch's range fell below it, and a lookup input outside the table has no witness). 8 covers them all
+([-17344, 4464], table up to 15415) at the same logrows (15) for the gen plan's segments; the monolithic gen circuit at
+the scale ezkl picks (11) grows from 2^17 to 2^19 rows. Models without a lookup (ReLU is a range check in ezkl 23, not a
+lookup) are unaffected. The executor refuses whatever still falls outside (UnprovableClaimError)."""
 
 
 @dataclass(frozen=True)
@@ -78,11 +88,24 @@ class CircuitReport:
     pk_bytes: int
     vk_bytes: int
     seconds: dict = field(default_factory=dict)
+    lookup_range: list[int] | None = None
+    lookup_safety_margin: float = LOOKUP_SAFETY_MARGIN
 
 
 def write_input(path: Path, x: np.ndarray) -> None:
     """ezkl's input format; several samples are concatenated (ezkl's calibration splits them by input size)."""
     path.write_text(json.dumps({"input_data": [np.asarray(x, dtype=np.float64).ravel().tolist()]}))
+
+
+def write_quantized_input(path: Path, q: np.ndarray) -> None:
+    """ezkl's input format holding already-quantized integers as field elements (32-byte little-endian hex, negative v
+    as p - |v|), which ezkl takes as they are: the circuit's input is exactly q, at any magnitude. Boundaries between
+    segments must cross into ezkl this way; as floats (`write_input`) they pass through f32 and every |q| >= 2**24
+    arrives changed, so the circuit would commit to a different tensor."""
+    q = np.asarray(q)
+    if q.dtype.kind not in "iu":
+        raise TypeError(f"write_quantized_input takes quantized integers, got {q.dtype}")
+    path.write_text(json.dumps({"input_data": [[int_to_felt(int(v)) for v in q.ravel()]]}))
 
 
 def dequantized_outputs(witness: dict, output_scales: list[int]) -> list[np.ndarray]:
@@ -123,7 +146,9 @@ def build_circuit(
     calibration_file = files.root / "calibration.json"
     write_input(calibration_file, calibration)
     step("settings", ezkl.gen_settings, str(files.onnx), str(files.settings), py_run_args=run_args)
-    calibrate_kwargs = {"scales": scales, "scale_rebase_multiplier": [1]} if scales else {}
+    calibrate_kwargs = {"lookup_safety_margin": LOOKUP_SAFETY_MARGIN}
+    if scales:
+        calibrate_kwargs |= {"scales": scales, "scale_rebase_multiplier": [1]}
     step("calibrate", ezkl.calibrate_settings, str(calibration_file), str(files.onnx), str(files.settings), "resources", **calibrate_kwargs)
     step("compile", ezkl.compile_circuit, str(files.onnx), str(files.compiled), str(files.settings))
     settings = files.settings_dict()
@@ -157,6 +182,7 @@ def build_circuit(
         pk_bytes=files.pk.stat().st_size,
         vk_bytes=files.vk.stat().st_size,
         seconds=seconds,
+        lookup_range=settings["run_args"]["lookup_range"] if settings.get("required_lookups") else None,
     )
     files.report.write_text(json.dumps(asdict(report), indent=2))
     return report

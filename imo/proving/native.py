@@ -17,14 +17,26 @@ def call_ezkl(step: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> A
         os.dup2(captured.fileno(), 2)
         try:
             result = asyncio.run(_call(fn, *args, **kwargs))
-        except Exception as exc:
-            raise ProofError(f"ezkl {step} failed: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__}") from None
+        except BaseException as exc:
+            # a Rust panic arrives as pyo3's PanicException, a BaseException: catch it, but no other BaseException
+            if not isinstance(exc, Exception) and not _is_panic(exc):
+                raise
+            raise ProofError(f"ezkl {step} failed: {'ezkl panicked: ' if _is_panic(exc) else ''}{_last_line(exc)}") from None
         finally:
             os.dup2(saved, 2)
             os.close(saved)
     if result is False:
         raise ProofError(f"ezkl {step} failed")
     return result
+
+
+def _is_panic(exc: BaseException) -> bool:
+    return type(exc).__name__ == "PanicException"
+
+
+def _last_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1][:300] if text else type(exc).__name__
 
 
 async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

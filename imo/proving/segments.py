@@ -6,6 +6,7 @@ common scale, is exactly segment k+1's quantized input, so C_k (output hash of k
 Witnesses are cheap and computed in order; the zk proofs are independent and go to an executor in parallel."""
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,17 +15,19 @@ import ezkl
 import numpy as np
 from tqdm import tqdm
 
-from imo.circuits.fixed_point import FixedPointProgram, dequantize, int_to_felt, poseidon_commitment, quantize, witness_commitments, witness_outputs
+from imo.circuits.fixed_point import FixedPointProgram, dequantize, int_to_felt, poseidon_commitment, quantize, witness_outputs
 from imo.circuits.plan import Plan, Segment
 from imo.errors import MissingArtifactError, ProofError
 from imo.fsutil import atomic_dir
 from imo.proving import onnx_io, prover
-from imo.proving.circuit import CircuitFiles, Visibility, build_circuit, write_input
+from imo.proving.circuit import CircuitFiles, Visibility, build_circuit, write_quantized_input
 from imo.proving.executors import LocalExecutor, ProveJob
 from imo.proving.native import call_ezkl
 from imo.proving.store import ArtifactStore, circuit_key, proof_key
 
 CIRCUITS_FILE = "circuits.json"  # beside plan.json: segment index → circuit entry in the artifact store
+RUN_FILE = "run.json"  # in a run directory: public, like every segment's proof.json
+PRIVATE_DIR = "private"  # in a run directory: operator-only (0700 dir, 0600 files); never share it
 
 
 def circuit_files(plan_dir: Path, segment: Segment) -> CircuitFiles:
@@ -35,9 +38,10 @@ def circuit_files(plan_dir: Path, segment: Segment) -> CircuitFiles:
 
 
 def segment_visibility(plan: Plan, segment: Segment) -> Visibility:
-    """Boundaries are hashed; the final output is public so the contract can compare it with the claimed result."""
-    last = segment.index == len(plan.segments) - 1
-    return Visibility(input="hashed", output="public" if last else "hashed")
+    """Each side of a segment is hashed or public as its boundary is (`Plan.boundary_hashed`)."""
+    def side(k: int) -> str:
+        return "hashed" if plan.boundary_hashed(k) else "public"
+    return Visibility(input=side(segment.index), output=side(segment.index + 1))
 
 
 def compile_plan(plan_path: Path, calibration: np.ndarray, store: ArtifactStore | None = None, quiet: bool = False) -> list[dict]:
@@ -62,18 +66,47 @@ def compile_plan(plan_path: Path, calibration: np.ndarray, store: ArtifactStore 
 
 @dataclass
 class Boundary:
-    """A tensor between segments (index k is the input of segment k; the last is the model output)."""
+    """A tensor between segments (index k is the input of segment k; the last is the model output). A hashed
+    boundary keeps only its Poseidon commitment (little-endian hex field element as ezkl writes it) in run.json;
+    its tensor is private (run dir's `private/`, owner-only). A public boundary has `quantized` and no commitment."""
 
     index: int
     name: str
     shape: list[int]
-    quantized: list[int]
-    commitment: str  # Poseidon hash, little-endian hex field element as ezkl writes it
+    quantized: list[int] | None
+    commitment: str | None
+
+
+def _boundary(plan: Plan, k: int, name: str, shape: list[int], q: np.ndarray) -> Boundary:
+    if plan.boundary_hashed(k):
+        return Boundary(k, name, list(shape), None, poseidon_commitment(q))
+    return Boundary(k, name, list(shape), [int(v) for v in q], None)
+
+
+def _private_dir(run_dir: Path) -> Path:
+    """The run's operator-only folder: 0700 whatever the umask."""
+    path = run_dir / PRIVATE_DIR
+    path.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create a file only its owner can read or write (0600 from the start, whatever the umask)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
 
 
 def prove_plan(plan_path: Path, input_path: Path, out_dir: Path, executor=None, store: ArtifactStore | None = None, quiet: bool = False) -> dict:
     """Execute every segment in ezkl's fixed-point semantics (zk: ezkl's witness, op: the native executor), prove the
-    zk segments (reusing proofs already in the store), and write boundaries, commitments and proofs to out_dir (atomically)."""
+    zk segments (reusing proofs already in the store), and write boundaries, commitments and proofs to out_dir (atomically).
+
+    What lands in out_dir is shareable: run.json (public boundaries, commitments of hashed ones, the output) and each zk
+    segment's proof.json. Private data never does: the zk segments' inputs and witnesses (the private input, every
+    tensor inside a zk segment) live in out_dir/private/ (0700) only while their proof is made, and the hashed
+    boundaries' tensors stay there in boundaries.json (0600) for the operator."""
     plan, plan_dir = Plan.load(plan_path), Path(plan_path).parent
     store = store or ArtifactStore()
     executor = executor or LocalExecutor()
@@ -83,38 +116,50 @@ def prove_plan(plan_path: Path, input_path: Path, out_dir: Path, executor=None, 
         files.require(files.compiled, files.settings)
     keys = json.loads((plan_dir / CIRCUITS_FILE).read_text())
     start_all = time.perf_counter()
-    with atomic_dir(out_dir) as tmp:
-        boundaries, records, jobs = [], [], []
-        q_prev, c_prev = quantize(x, plan.scale), None
+    with atomic_dir(out_dir, derived=(PRIVATE_DIR,)) as tmp:
+        private = _private_dir(tmp)
+        boundaries, hidden, records, jobs = [], [], [], []
+        q_prev = quantize(x, plan.scale)
+
+        def boundary(k: int, name: str, shape: list[int], q: np.ndarray) -> Boundary:
+            b = _boundary(plan, k, name, shape, q)
+            if b.quantized is None:
+                hidden.append({"index": k, "name": name, "shape": list(shape), "quantized": [int(v) for v in q], "commitment": b.commitment})
+            return b
+
         for segment in tqdm(plan.segments, desc="execute", unit="seg", disable=quiet, leave=False):
             files, seg_dir = circuits[segment.index], tmp / f"seg{segment.index}"
             seg_dir.mkdir()
             start = time.perf_counter()
-            if segment.mode == "zk":  # the prover needs ezkl's witness file
-                write_input(seg_dir / "input.json", dequantize(q_prev, plan.scale).reshape(segment.input_shape))
-                witness = call_ezkl("witness", ezkl.gen_witness, str(seg_dir / "input.json"), str(files.compiled), str(seg_dir / "witness.json"))
-                q_out, out_hash = witness_outputs(witness)[0], witness_commitments(witness, "outputs")
-                c_in, c_out = witness_commitments(witness, "inputs")[0], out_hash[0] if out_hash else poseidon_commitment(q_out)
-                jobs.append(ProveJob(segment.index, str(files.root), str(seg_dir / "witness.json"), str(store.root), proof_key(keys[str(segment.index)]["key"], q_prev)))
+            if segment.mode == "zk":  # the prover needs ezkl's witness file: private, and deleted once proven
+                seg_input, seg_witness = private / f"seg{segment.index}-input.json", private / f"seg{segment.index}-witness.json"
+                write_quantized_input(seg_input, q_prev)
+                witness = call_ezkl("witness", ezkl.gen_witness, str(seg_input), str(files.compiled), str(seg_witness))
+                q_out = witness_outputs(witness)[0]
+                jobs.append(ProveJob(segment.index, str(files.root), str(seg_witness), str(store.root), proof_key(keys[str(segment.index)]["key"], q_prev)))
             else:  # optimistic: the native fixed-point executor, bit-exact with the circuit a fraud proof would use
                 q_out = FixedPointProgram(plan_dir / segment.onnx, files.settings_dict())(q_prev.reshape(segment.input_shape)).ravel()
-                c_in, c_out = c_prev or poseidon_commitment(q_prev), poseidon_commitment(q_out)
             records.append({"index": segment.index, "mode": segment.mode, "execute_seconds": round(time.perf_counter() - start, 3)})
             if not boundaries:
-                boundaries.append(Boundary(0, segment.input, segment.input_shape, q_prev.ravel().tolist(), c_in))
-            boundaries.append(Boundary(segment.index + 1, segment.output, segment.output_shape, q_out.tolist(), c_out))
-            q_prev, c_prev = q_out, c_out
+                boundaries.append(boundary(0, segment.input, segment.input_shape, q_prev.ravel()))
+            boundaries.append(boundary(segment.index + 1, segment.output, segment.output_shape, q_out))
+            q_prev = q_out
         cached = {job.segment: store.get("proofs", job.proof_key) for job in jobs}
         proved = {r.segment: r for r in executor.run([job for job in jobs if cached[job.segment] is None], quiet=quiet)}
         for job in jobs:
             hit, fresh, seg_dir = cached[job.segment], proved.get(job.segment), tmp / f"seg{job.segment}"
             (seg_dir / "proof.json").write_bytes(((hit or Path(fresh.proof_dir)) / "proof.json").read_bytes())
-            (seg_dir / "witness.json").unlink()
+            Path(job.witness_file).unlink()
+            (private / f"seg{job.segment}-input.json").unlink()
             records[job.segment]["proof_cached"] = hit is not None
             if fresh:
                 records[job.segment].update(prove_seconds=fresh.seconds, peak_rss_bytes=fresh.peak_rss_bytes, worker=fresh.worker, prove_span=[fresh.started, fresh.finished])
+        if hidden:
+            _write_private(private / "boundaries.json", json.dumps({"plan_hash": plan.plan_hash, "scale": plan.scale, "boundaries": hidden}, indent=2))
+        else:
+            private.rmdir()
         result = {
-            "plan": str(Path(plan_path).resolve()),
+            "plan": os.path.relpath(Path(plan_path).resolve(), Path(out_dir).resolve()),  # relative to the run directory
             "plan_hash": plan.plan_hash,
             "scale": plan.scale,
             "output": dequantize(np.array(boundaries[-1].quantized), plan.scale).tolist(),
@@ -122,36 +167,59 @@ def prove_plan(plan_path: Path, input_path: Path, out_dir: Path, executor=None, 
             "segments": records,
             "boundaries": [asdict(b) for b in boundaries],
         }
-        (tmp / "run.json").write_text(json.dumps(result, indent=2))
+        (tmp / RUN_FILE).write_text(json.dumps(result, indent=2))
     return result
 
 
-def expected_instances(run: dict, segment_index: int, is_last: bool) -> list[str]:
-    """The public instances a proof of segment k must carry: [C_k, C_{k+1}], or [C_k, y...] for the last segment."""
-    boundaries = run["boundaries"]
-    head = [boundaries[segment_index]["commitment"]]
-    if is_last:
-        return head + [int_to_felt(v) for v in boundaries[segment_index + 1]["quantized"]]
-    return head + [boundaries[segment_index + 1]["commitment"]]
+def expected_instances(run: dict, segment_index: int) -> list[str]:
+    """The public instances a proof of segment k must carry: its input boundary then its output boundary, each its
+    commitment (hashed) or its elements (public)."""
+    def side(b: dict) -> list[str]:
+        return [b["commitment"]] if b["commitment"] is not None else [int_to_felt(v) for v in b["quantized"]]
+    return side(run["boundaries"][segment_index]) + side(run["boundaries"][segment_index + 1])
 
 
-def verify_run(plan_path: Path, run_dir: Path) -> dict:
-    """Verify every zk proof of a run off-chain and check that its public instances link to the published boundaries."""
-    plan, plan_dir = Plan.load(plan_path), Path(plan_path).parent
-    run_file = Path(run_dir) / "run.json"
+def read_run(run_dir: Path) -> dict:
+    """A run directory's run.json, or one line saying why there is none."""
+    run_file = Path(run_dir) / RUN_FILE
     if not run_file.is_file():
         raise MissingArtifactError(f"{run_file} not found; run `imo prove PLAN INPUT --out {run_dir}` first")
-    run = json.loads(run_file.read_text())
+    try:
+        run = json.loads(run_file.read_text())
+        if not (isinstance(run["plan_hash"], str) and isinstance(run["boundaries"], list) and isinstance(run["plan"], str)):
+            raise TypeError("plan, plan_hash or boundaries has the wrong type")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MissingArtifactError(f"{run_file} is not a run.json written by `imo prove PLAN INPUT --out DIR` ({type(exc).__name__}: {exc})") from None
+    return run
+
+
+def run_plan_file(run_dir: Path) -> Path:
+    """The plan.json a run was proven with, as run.json records it (relative to the run directory)."""
+    return Path(run_dir).resolve() / read_run(run_dir)["plan"]
+
+
+def verify_run(plan_path: Path | None, run_dir: Path, srs_file: Path | None = None) -> dict:
+    """Verify every zk proof of a run off-chain and check that its public instances link to the published boundaries.
+    plan_path None: the plan recorded in run.json. srs_file: the SRS the circuits were set up with, if not the recorded one."""
+    run = read_run(run_dir)
+    plan_path = Path(plan_path) if plan_path is not None else run_plan_file(run_dir)
+    plan, plan_dir = Plan.load(plan_path), plan_path.parent
     if run["plan_hash"] != plan.plan_hash:
         raise ProofError(f"{run_dir} was proven for plan {run['plan_hash'][:12]}…, not {plan.plan_hash[:12]}… ({plan_path})")
+    if len(run["boundaries"]) != len(plan.segments) + 1:
+        raise ProofError(f"{Path(run_dir) / RUN_FILE} has {len(run['boundaries'])} boundaries, the plan {len(plan.segments) + 1}")
     checked = []
     for segment in plan.segments:
         if segment.mode != "zk":
             continue
         proof_file = Path(run_dir) / f"seg{segment.index}" / "proof.json"
-        seconds = prover.verify(circuit_files(plan_dir, segment), proof_file=proof_file)
+        seconds = prover.verify(circuit_files(plan_dir, segment), srs_file=srs_file, proof_file=proof_file)
         instances = json.loads(proof_file.read_text())["instances"][0]
-        if instances != expected_instances(run, segment.index, segment.index == len(plan.segments) - 1):
+        try:
+            expected = expected_instances(run, segment.index)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProofError(f"{Path(run_dir) / RUN_FILE}: boundary {segment.index} or {segment.index + 1} is malformed ({type(exc).__name__}: {exc})") from None
+        if instances != expected:
             raise ProofError(f"segment {segment.index}'s proof does not link: its public instances differ from the published boundary commitments C_{segment.index}/C_{segment.index + 1}")
         checked.append({"segment": segment.index, "verify_seconds": seconds})
-    return {"plan_hash": plan.plan_hash, "verified": checked, "linked": True}
+    return {"plan": str(plan_path), "plan_hash": plan.plan_hash, "verified": checked, "linked": True}

@@ -8,16 +8,19 @@ import {Base64} from "@openzeppelin/contracts/utils/Base64.sol";
 import {Strings} from "@openzeppelin/contracts/utils/Strings.sol";
 import {IERC165} from "@openzeppelin/contracts/utils/introspection/IERC165.sol";
 import {AIOracle} from "./AIOracle.sol";
+import {BoundaryCodec} from "./BoundaryCodec.sol";
 import {IERC7007} from "./IERC7007.sol";
 
 /**
  * @title AIGCNFT
  * @dev ERC-7007 AI-generated-content NFTs of one image model served by an {AIOracle}: content is accepted only when it
- * is the output of a finalized oracle request of that model for that prompt (`prompt` = the request input, i.e. the
- * ABI-encoded commitment C_0; `proof` = the ABI-encoded request id; `aigcData` = the output bytes
- * `abi.encode(int256[64] pixels, uint256 scale)`). One token per prompt (tokenId = keccak256(prompt)), minted by the
- * request's requester for `mintFee`, which goes to the model's RevShareToken, as do ERC-2981 royalties.
- * `tokenURI` renders the 8x8 greyscale output onchain as an SVG (pixel value v / 2**scale in [0, 1]).
+ * is the output of a finalized oracle request of that model for that prompt (`prompt` = the request input: the
+ * ABI-encoded commitment C_0 of a private input, or the public input's packed bytes; `proof` =
+ * `abi.encode(requestId, bodyHash)` of the finalized claim; `aigcData` = the claim's packed output, 64 pixels in
+ * {BoundaryCodec}'s encoding). The oracle keeps only a claim's hash, so the token stores its pixels itself. One token
+ * per prompt (tokenId = keccak256(prompt)), minted by the request's requester for `mintFee`, which goes to the model's
+ * RevShareToken, as do ERC-2981 royalties. `tokenURI` renders the 8x8 greyscale output onchain as an SVG (pixel value
+ * v / 2**scale in [0, 1]).
  */
 contract AIGCNFT is ERC721, ERC2981, IERC7007 {
     uint256 public constant PIXELS = 64;
@@ -26,8 +29,11 @@ contract AIGCNFT is ERC721, ERC2981, IERC7007 {
     uint256 public immutable modelId;
     address payable public immutable revShareToken;
     uint256 public immutable mintFee;
+    uint256 public immutable scale;
+    bool private immutable _hashedInput;
 
     mapping(uint256 tokenId => uint256 requestId) private _requestOf;
+    mapping(uint256 tokenId => bytes) private _pixelsOf;
 
     error AIGCNFTInvalidModel(uint256 modelId);
     error AIGCNFTWrongMintFee(uint256 required, uint256 paid);
@@ -45,9 +51,11 @@ contract AIGCNFT is ERC721, ERC2981, IERC7007 {
         uint256 mintFee_,
         uint96 royaltyBps
     ) ERC721(name_, symbol_) {
-        (AIOracle.ModelSpec memory spec,) = oracle_.getModel(modelId_);
-        if (spec.revShareToken == address(0) || spec.outputSize != PIXELS) revert AIGCNFTInvalidModel(modelId_);
+        (AIOracle.ModelSpec memory spec,, uint32[] memory sizes,) = oracle_.getModel(modelId_);
+        if (spec.revShareToken == address(0) || sizes[sizes.length - 1] != PIXELS) revert AIGCNFTInvalidModel(modelId_);
         oracle = oracle_;
+        scale = spec.scale;
+        _hashedInput = sizes[0] == 0;
         modelId = modelId_;
         revShareToken = spec.revShareToken;
         mintFee = mintFee_;
@@ -74,6 +82,7 @@ contract AIGCNFT is ERC721, ERC2981, IERC7007 {
         if (_ownerOf(tokenId) != address(0)) revert AIGCNFTAlreadyMinted(tokenId);
 
         _requestOf[tokenId] = requestId;
+        _pixelsOf[tokenId] = aigcData;
         _mint(msg.sender, tokenId);
         emit AigcData(tokenId, prompt, aigcData, proof);
         if (msg.value > 0) Address.sendValue(revShareToken, msg.value);
@@ -93,6 +102,7 @@ contract AIGCNFT is ERC721, ERC2981, IERC7007 {
         if (!verify(prompt, aigcData, proof)) revert AIGCNFTUnverified();
 
         _requestOf[tokenId] = _requestIdOf(proof);
+        _pixelsOf[tokenId] = aigcData;
         emit AigcData(tokenId, prompt, aigcData, proof);
     }
 
@@ -101,13 +111,15 @@ contract AIGCNFT is ERC721, ERC2981, IERC7007 {
      * `aigcData`.
      */
     function verify(bytes calldata prompt, bytes calldata aigcData, bytes calldata proof) public view returns (bool) {
-        if (proof.length != 32) return false;
-        uint256 requestId = uint256(bytes32(proof));
+        if (proof.length != 64) return false;
+        (uint256 requestId, bytes32 bodyHash) = abi.decode(proof, (uint256, bytes32));
         if (!oracle.isFinalized(requestId)) return false;
         (AIOracle.Request memory request,) = oracle.getRequest(requestId);
         if (request.modelId != modelId) return false;
-        if (keccak256(prompt) != keccak256(abi.encode(request.input))) return false;
-        return keccak256(aigcData) == keccak256(oracle.getOutput(requestId));
+        bytes32 input = _hashedInput ? keccak256(abi.encode(request.input)) : request.input;
+        if (keccak256(prompt) != input) return false;
+        if (!BoundaryCodec.isTensor(aigcData, PIXELS)) return false;
+        return keccak256(abi.encode(bodyHash, keccak256(aigcData))) == oracle.getClaim(requestId).claimHash;
     }
 
     /// @notice The oracle request whose output token `tokenId` shows.
@@ -133,11 +145,10 @@ contract AIGCNFT is ERC721, ERC2981, IERC7007 {
     /// @notice The token's 8x8 image: 64 grey squares, row-major, grey = clamp(v / 2**scale, 0, 1) * 255.
     function svg(uint256 tokenId) public view returns (string memory) {
         _requireOwned(tokenId);
-        (int256[] memory pixels, uint256 scale) =
-            abi.decode(oracle.getOutput(_requestOf[tokenId]), (int256[], uint256));
+        bytes memory pixels = _pixelsOf[tokenId];
         bytes memory rects;
         for (uint256 i = 0; i < PIXELS; ++i) {
-            string memory grey = Strings.toString(_grey(pixels[i], scale));
+            string memory grey = Strings.toString(_grey(_pixel(pixels, i), scale));
             rects = abi.encodePacked(
                 rects, "<rect x='", Strings.toString(i % 8), "' y='", Strings.toString(i / 8),
                 "' width='1' height='1' fill='rgb(", grey, ",", grey, ",", grey, ")'/>"
@@ -165,7 +176,15 @@ contract AIGCNFT is ERC721, ERC2981, IERC7007 {
     }
 
     function _requestIdOf(bytes calldata proof) private pure returns (uint256) {
-        if (proof.length != 32) revert AIGCNFTUnverified();
-        return uint256(bytes32(proof));
+        if (proof.length != 64) revert AIGCNFTUnverified();
+        return abi.decode(proof, (uint256));
+    }
+
+    /// @dev Element i of a packed tensor held in memory (see {BoundaryCodec}).
+    function _pixel(bytes memory packed, uint256 i) private pure returns (int256 v) {
+        uint256 width = uint8(packed[0]);
+        assembly ("memory-safe") {
+            v := sar(sub(256, mul(8, width)), mload(add(add(packed, 33), mul(i, width))))
+        }
     }
 }

@@ -5,21 +5,27 @@ import {Address} from "@openzeppelin/contracts/utils/Address.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {AIOracleCallbackReceiver} from "./AIOracleCallbackReceiver.sol";
+import {AIOracleRegistry} from "./AIOracleRegistry.sol";
+import {BoundaryCodec} from "./BoundaryCodec.sol";
 import {IAIOracle} from "./IAIOracle.sol";
 import {IHalo2Verifier} from "./IHalo2Verifier.sol";
 
 /**
  * @title AIOracle
- * @dev An OAO-shaped AI oracle whose results are verified by the opp/ai hybrid: a model is a chain of segments linked
- * by Poseidon commitments C_0..C_n (C_0 is the request input), each segment `zk` (its ezkl proof is checked when the
- * result is submitted) or `op` (optimistic: during the challenge window anyone can slash the submitter with a fraud
- * proof, a valid ezkl proof of that segment from the claimed C_{k-1} whose output contradicts the claim). The last
- * segment's output y is public: fixed-point integers at the model's scale, as BN254 field elements (negative v is
- * p - |v|). After the window, `finalize` pays the model's share of the fee to its RevShareToken, credits the operator
- * share and the bond to the submitter, and delivers y to the callback with bounded gas. Assumes each registered
- * verifier is the ezkl verifier of its segment (the plan hash binds them); all ETH owed to accounts is pulled.
+ * @dev An OAO-shaped AI oracle whose results are verified by the opp/ai hybrid (the chain-free rules live in
+ * `imo/proving/protocol.py`). A submitter commits to a claim, then reveals it with a bond: every hashed boundary's
+ * Poseidon commitment, every public boundary tensor (published in this transaction's calldata and bound by the claim
+ * hash, so data availability is part of the claim), the output y and one ezkl proof per zk segment. During the
+ * challenge window anyone may (a) show that a posted zk proof does not verify, which slashes at once, or (b) open a
+ * dispute on an op segment with a valid ezkl proof that contradicts the claim; ezkl circuits are relations, so the
+ * submitter may answer within the response window with a valid proof of its own claim (the claim stands and the
+ * challenger's bond pays for the answer), and is slashed otherwise. A slashed bond is split between the challenger
+ * and the model's RevShareToken (a self-challenge costs the cheater half); the fee stays escrowed and the request
+ * reopens. Challenges are committed before they are revealed, so a copied transaction earns its sender nothing.
+ * After the window `finalize` pays the model's revenue to its token, the operator share and bond to the submitter and
+ * the callback gas to the finalizer, and delivers y. Every ETH amount owed is pulled with {withdraw}.
  */
-contract AIOracle is IAIOracle, ReentrancyGuardTransient {
+contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
     enum Status {
         None,
         Pending,
@@ -28,26 +34,8 @@ contract AIOracle is IAIOracle, ReentrancyGuardTransient {
         Cancelled
     }
 
-    /// @dev One segment of a model's plan: `zk` segments are proven at submit; every segment has a verifier.
-    struct Segment {
-        address verifier;
-        bool zk;
-    }
-
-    /// @dev The registered, immutable description of a model.
-    struct ModelSpec {
-        bytes32 onnxHash;
-        bytes32 planHash;
-        address payable revShareToken;
-        uint96 fee;
-        uint16 operatorShareBps;
-        uint32 challengeWindow;
-        uint32 outputSize;
-        uint8 scale;
-    }
-
-    /// @dev A request, packed in three slots. `deadline`: while Pending, when the requester may cancel; while
-    /// Submitted, the end of the challenge window.
+    /// @dev A request in three slots. `deadline`: while Pending, when the requester may cancel; while Submitted, the
+    /// end of the challenge window. `input`: C_0 for a hashed input, keccak256 of the input bytes for a public one.
     struct Request {
         address requester;
         uint32 modelId;
@@ -56,146 +44,113 @@ contract AIOracle is IAIOracle, ReentrancyGuardTransient {
         address callbackContract;
         uint88 fee;
         Status status;
-        uint256 input;
+        bytes32 input;
     }
 
-    /// @dev A submitted result: the bond, every boundary commitment C_0..C_n, and the public output y.
+    /// @dev A claim as submitted; see {hashClaim}. `proofs` holds one proof per zk segment in segment order.
+    struct ClaimData {
+        bytes input;
+        uint256[] commitments;
+        bytes data;
+        bytes output;
+        bytes[] proofs;
+    }
+
+    /// @dev The stored side of a submitted result. `settled` bit k-1: segment k was answered with a valid proof.
     struct Claim {
         address submitter;
         uint96 bond;
-        uint256[] commitments;
-        int256[] output;
+        bytes32 claimHash;
+        uint64 settled;
+        uint8 openDisputes;
     }
 
-    /// @notice The BN254 scalar field modulus: every proof instance is an integer below it.
-    uint256 public constant FIELD_MODULUS =
-        21888242871839275222246405745257275088548364400416034343698204186575808495617;
-    uint256 private constant _HALF_FIELD = (FIELD_MODULUS - 1) / 2;
-    uint256 public constant BPS = 10_000;
-    uint256 public constant MAX_SEGMENTS = 64;
-    uint256 public constant MAX_OUTPUT_SIZE = 1024;
+    /// @dev An open dispute on one op segment: who posted the bond and when the submitter's time to answer ends.
+    struct Dispute {
+        address challenger;
+        uint40 deadline;
+    }
+
+    uint256 public constant FIELD_MODULUS = BoundaryCodec.FIELD_MODULUS;
     uint256 public constant MAX_CALLBACK_GAS = 10_000_000;
+    /// @notice Share of a slashed bond paid to the challenger; the rest goes to the model's RevShareToken.
+    uint256 public constant SLASH_REWARD_BPS = 5_000;
     /// @dev Gas the revenue push to a RevShareToken may use; a token that needs more is credited instead.
     uint256 private constant _TOKEN_PUSH_GAS = 50_000;
     /// @dev Gas kept for the work after the callback returns.
     uint256 private constant _AFTER_CALLBACK_GAS = 10_000;
 
-    /// @notice Smallest bond a submission must carry.
-    uint256 public immutable minBond;
     /// @notice Seconds after which the requester may cancel a request that has no submitted result.
     uint256 public immutable requestTimeout;
-    /// @notice Wei per unit of callback gas added to the model fee; it goes to the operator.
+    /// @notice Wei per unit of callback gas in the fee; paid to whoever finalizes (and so supplies that gas).
     uint256 public immutable callbackGasPrice;
 
-    uint256 public modelCount;
     uint256 public requestCount;
-    mapping(uint256 modelId => ModelSpec) private _models;
-    mapping(uint256 modelId => Segment[]) private _segments;
     mapping(uint256 requestId => Request) private _requests;
     mapping(uint256 requestId => bytes) private _callbackData;
     mapping(uint256 requestId => Claim) private _claims;
+    mapping(uint256 requestId => mapping(uint256 segment => Dispute)) private _disputes;
+    mapping(bytes32 commitment => uint256 blockNumber) private _commits;
     /// @notice ETH owed to each account, pulled with {withdraw} or {withdrawFor}.
     mapping(address account => uint256) public credits;
 
-    event ModelRegistered(
-        uint256 indexed modelId,
-        address indexed registrant,
-        bytes32 onnxHash,
-        bytes32 planHash,
-        address revShareToken,
-        uint256 fee
+    event AIResultSubmitted(uint256 indexed requestId, address indexed submitter, bytes32 bodyHash, bytes output);
+    event AIResultChallenged(uint256 indexed requestId, uint256 segment, address indexed challenger, uint256 deadline);
+    event AIDisputeAnswered(uint256 indexed requestId, uint256 segment, address indexed challenger);
+    event AIResultSlashed(
+        uint256 indexed requestId, uint256 segment, address indexed challenger, uint256 reward, uint256 toToken
     );
-    event AIResultSubmitted(
-        uint256 indexed requestId,
-        address indexed submitter,
-        uint256 bond,
-        uint256[] commitments,
-        int256[] output,
-        bytes boundaryData
+    event AIRequestFinalized(
+        uint256 indexed requestId, uint256 modelRevenue, uint256 operatorPayout, uint256 finalizerPayout
     );
-    event AIResultChallenged(uint256 indexed requestId, uint256 segment, address indexed challenger, uint256 slashed);
-    event AIRequestFinalized(uint256 indexed requestId, uint256 modelRevenue, uint256 operatorPayout);
     event AICallbackFailed(uint256 indexed requestId);
+    event AIRequestDeclined(uint256 indexed requestId, address indexed operator, string reason);
     event AIRequestCancelled(uint256 indexed requestId);
     event Credited(address indexed account, uint256 amount);
     event Withdrawn(address indexed account, uint256 amount);
 
-    error AIOracleInvalidSegments(uint256 count);
-    error AIOracleInvalidVerifier(uint256 segment, address verifier);
-    error AIOracleInvalidRevShareToken();
-    error AIOracleInvalidOperatorShare(uint256 bps);
-    error AIOracleInvalidOutputSize(uint256 size);
-    error AIOracleMissingChallengeWindow();
-    error AIOracleTooManyModels();
-    error AIOracleUnknownModel(uint256 modelId);
     error AIOracleInvalidInput();
     error AIOracleGasLimitTooHigh(uint256 gasLimit, uint256 max);
     error AIOracleUnderpaid(uint256 required, uint256 paid);
     error AIOracleFeeTooHigh(uint256 paid);
     error AIOracleUnexpectedStatus(uint256 requestId, Status status);
-    error AIOracleBondTooLow(uint256 required, uint256 paid);
-    error AIOracleInvalidCommitments(uint256 requestId);
-    error AIOracleInvalidOutput(uint256 requestId);
+    error AIOracleWrongBond(uint256 required, uint256 paid);
+    error AIOracleNotCommitted(bytes32 commitment);
+    error AIOracleNotDirectCall(address sender);
+    error AIOracleInvalidClaim(uint256 requestId, uint256 boundary);
     error AIOracleWrongProofCount(uint256 expected, uint256 given);
-    error AIOracleMissingBoundaryData(uint256 requestId);
+    error AIOracleClaimMismatch(uint256 requestId);
     error AIOracleInvalidProof(uint256 requestId, uint256 segment);
     error AIOracleChallengeWindowClosed(uint256 requestId, uint256 deadline);
     error AIOracleChallengeWindowOpen(uint256 requestId, uint256 deadline);
+    error AIOracleDisputesOpen(uint256 requestId, uint256 count);
     error AIOracleInvalidSegment(uint256 requestId, uint256 segment);
+    error AIOracleSegmentSettled(uint256 requestId, uint256 segment);
+    error AIOracleDisputeExists(uint256 requestId, uint256 segment);
+    error AIOracleNoDispute(uint256 requestId, uint256 segment);
+    error AIOracleResponseWindowClosed(uint256 requestId, uint256 segment, uint256 deadline);
+    error AIOracleResponseWindowOpen(uint256 requestId, uint256 segment, uint256 deadline);
     error AIOracleInvalidInstances(uint256 requestId);
-    error AIOracleChallengeInputMismatch(uint256 requestId, uint256 expected, uint256 given);
     error AIOracleClaimNotContradicted(uint256 requestId, uint256 segment);
     error AIOracleNotRequester(uint256 requestId, address caller);
     error AIOracleCancelTooEarly(uint256 requestId, uint256 allowedAt);
     error AIOracleInsufficientGas(uint256 needed, uint256 left);
     error AIOracleNothingToWithdraw(address account);
 
-    constructor(uint256 minBond_, uint256 requestTimeout_, uint256 callbackGasPrice_) {
-        minBond = minBond_;
+    constructor(uint256 minBond_, uint256 requestTimeout_, uint256 callbackGasPrice_) AIOracleRegistry(minBond_) {
         requestTimeout = requestTimeout_;
         callbackGasPrice = callbackGasPrice_;
-    }
-
-    // ------------------------------------------------------------------ models
-
-    /**
-     * @notice Register a model: its ONNX and plan hashes, its segments in order with their verifiers, the fee, the
-     * RevShareToken that receives the model's revenue, the operator's share of the fee, the challenge window and the
-     * output format (size and fixed-point scale). Anyone may register; a registration never changes.
-     * @dev Reverts with {AIOracleInvalidSegments}, {AIOracleInvalidVerifier} (no code), {AIOracleInvalidRevShareToken},
-     * {AIOracleInvalidOperatorShare}, {AIOracleInvalidOutputSize} or {AIOracleMissingChallengeWindow} (a plan with an
-     * op segment needs a window). Emits {ModelRegistered}.
-     * @return modelId the id of the model (ids start at 1)
-     */
-    function registerModel(ModelSpec calldata spec, Segment[] calldata segments) external returns (uint256 modelId) {
-        if (segments.length == 0 || segments.length > MAX_SEGMENTS) revert AIOracleInvalidSegments(segments.length);
-        bool hasOp;
-        for (uint256 k = 0; k < segments.length; ++k) {
-            if (segments[k].verifier.code.length == 0) revert AIOracleInvalidVerifier(k + 1, segments[k].verifier);
-            if (!segments[k].zk) hasOp = true;
-        }
-        if (spec.revShareToken == address(0)) revert AIOracleInvalidRevShareToken();
-        if (spec.operatorShareBps > BPS) revert AIOracleInvalidOperatorShare(spec.operatorShareBps);
-        if (spec.outputSize == 0 || spec.outputSize > MAX_OUTPUT_SIZE) revert AIOracleInvalidOutputSize(spec.outputSize);
-        if (hasOp && spec.challengeWindow == 0) revert AIOracleMissingChallengeWindow();
-        if (modelCount >= type(uint32).max) revert AIOracleTooManyModels();
-
-        modelId = ++modelCount;
-        _models[modelId] = spec;
-        Segment[] storage stored = _segments[modelId];
-        for (uint256 k = 0; k < segments.length; ++k) {
-            stored.push(segments[k]);
-        }
-        emit ModelRegistered(modelId, msg.sender, spec.onnxHash, spec.planHash, spec.revShareToken, spec.fee);
     }
 
     // ---------------------------------------------------------------- requests
 
     /**
-     * @notice Request an inference. `input` is the ABI-encoded commitment C_0 (uint256) of the private input, which
-     * goes to the oracle node off-chain. Pay at least {estimateFee}; anything above it is a tip to the operator.
-     * @dev Reverts with {AIOracleUnknownModel}, {AIOracleInvalidInput} (not 32 bytes, or not a field element),
-     * {AIOracleGasLimitTooHigh} or {AIOracleUnderpaid}. Emits {AICallbackRequest}.
+     * @notice Request an inference. `input` is, for a model with a hashed (private) input, the ABI-encoded Poseidon
+     * commitment C_0 of the input, which goes to the oracle node off-chain; for a model with a public input, the input
+     * tensor itself in the packed encoding of {BoundaryCodec} (e.g. a prompt's bytes at width 1). Pay at least
+     * {estimateFee}; anything above it is a tip to the operator.
+     * @dev Reverts with {AIOracleUnknownModel}, {AIOracleInvalidInput}, {AIOracleGasLimitTooHigh} or
+     * {AIOracleUnderpaid}. Emits {AICallbackRequest}.
      */
     function requestCallback(
         uint256 modelId,
@@ -204,8 +159,16 @@ contract AIOracle is IAIOracle, ReentrancyGuardTransient {
         uint64 gasLimit,
         bytes calldata callbackData
     ) external payable returns (uint256 requestId) {
-        if (_models[modelId].revShareToken == address(0)) revert AIOracleUnknownModel(modelId);
-        if (input.length != 32 || uint256(bytes32(input)) >= FIELD_MODULUS) revert AIOracleInvalidInput();
+        _requireModel(modelId);
+        uint256 inputSize = _boundarySizes[modelId][0];
+        bytes32 stored;
+        if (inputSize == 0) {
+            if (input.length != 32 || uint256(bytes32(input)) >= FIELD_MODULUS) revert AIOracleInvalidInput();
+            stored = bytes32(input);
+        } else {
+            if (!BoundaryCodec.isTensor(input, inputSize)) revert AIOracleInvalidInput();
+            stored = keccak256(input);
+        }
         if (gasLimit > MAX_CALLBACK_GAS) revert AIOracleGasLimitTooHigh(gasLimit, MAX_CALLBACK_GAS);
         uint256 required = estimateFee(modelId, gasLimit);
         if (msg.value < required) revert AIOracleUnderpaid(required, msg.value);
@@ -220,20 +183,32 @@ contract AIOracle is IAIOracle, ReentrancyGuardTransient {
             callbackContract: callbackContract,
             fee: uint88(msg.value),
             status: Status.Pending,
-            input: uint256(bytes32(input))
+            input: stored
         });
         if (callbackData.length > 0) _callbackData[requestId] = callbackData;
         emit AICallbackRequest(msg.sender, requestId, modelId, input, callbackContract, gasLimit, callbackData);
     }
 
-    /// @notice The model fee plus `gasLimit` callback gas at `callbackGasPrice`.
+    /// @notice The model fee plus `gasLimit` callback gas at {callbackGasPrice}; reverts for an unknown model.
     function estimateFee(uint256 modelId, uint256 gasLimit) public view returns (uint256) {
-        return _models[modelId].fee + gasLimit * callbackGasPrice;
+        return _requireModel(modelId).fee + gasLimit * callbackGasPrice;
+    }
+
+    /**
+     * @notice An operator declines a pending request it cannot answer (e.g. no proof could exist for its input); the
+     * requester may cancel it at once. Declining moves no funds, so anyone may do it; another operator may still answer.
+     * @dev Reverts with {AIOracleUnexpectedStatus}. Emits {AIRequestDeclined}.
+     */
+    function decline(uint256 requestId, string calldata reason) external {
+        Request storage r = _requests[requestId];
+        if (r.status != Status.Pending) revert AIOracleUnexpectedStatus(requestId, r.status);
+        if (r.deadline > block.timestamp) r.deadline = uint40(block.timestamp);
+        emit AIRequestDeclined(requestId, msg.sender, reason);
     }
 
     /**
      * @notice Give up a request that has no submitted result `requestTimeout` seconds after it was made (or reopened
-     * by a challenge); its fee is credited back to the requester.
+     * by a slash, or at once after a decline); its whole fee is credited back to the requester.
      * @dev Reverts with {AIOracleNotRequester}, {AIOracleUnexpectedStatus} or {AIOracleCancelTooEarly}.
      * Emits {AIRequestCancelled} and {Credited}.
      */
@@ -253,115 +228,168 @@ contract AIOracle is IAIOracle, ReentrancyGuardTransient {
     // ------------------------------------------------------------ submissions
 
     /**
-     * @notice Submit the result of a pending request with a bond of at least `minBond`: every boundary commitment
-     * C_0..C_n (C_0 must be the request input; C_n, the commitment of y, is recorded for watchers and binds nothing),
-     * the public output y (fixed-point integers at the model's scale), one ezkl proof per zk segment in segment order,
-     * and the op boundary tensors for data availability (published in the event; required when the plan has an op
-     * segment). Each zk proof is verified now against instances [C_{k-1}, C_k], or [C_{n-1}, y...] for the last segment.
-     * @dev Reverts with {AIOracleUnexpectedStatus}, {AIOracleBondTooLow}, {AIOracleInvalidCommitments},
-     * {AIOracleInvalidOutput}, {AIOracleWrongProofCount}, {AIOracleMissingBoundaryData} or {AIOracleInvalidProof}.
-     * Emits {AIResultSubmitted}; the challenge window starts now.
+     * @notice The first half of a submission or a challenge: record `commitment` (see {submit}, {challenge} and
+     * {disputeProof} for what it hashes) at this block. The second half must come in a later block, so a copied
+     * reveal is worthless: its commitment would name the copier, who made none.
      */
-    function submit(
-        uint256 requestId,
-        uint256[] calldata commitments,
-        int256[] calldata output,
-        bytes[] calldata zkProofs,
-        bytes calldata boundaryData
-    ) external payable nonReentrant {
-        Request storage r = _requests[requestId];
-        if (r.status != Status.Pending) revert AIOracleUnexpectedStatus(requestId, r.status);
-        if (msg.value < minBond || msg.value > type(uint96).max) revert AIOracleBondTooLow(minBond, msg.value);
-        _checkClaim(requestId, r, commitments, output, zkProofs.length, boundaryData.length);
-        _verifyZkSegments(requestId, _segments[r.modelId], commitments, output, zkProofs);
-
-        Claim storage c = _claims[requestId];
-        c.submitter = msg.sender;
-        c.bond = uint96(msg.value);
-        c.commitments = commitments;
-        c.output = output;
-        r.status = Status.Submitted;
-        r.deadline = uint40(block.timestamp + _models[r.modelId].challengeWindow);
-        emit AIResultSubmitted(requestId, msg.sender, msg.value, commitments, output, boundaryData);
+    function commit(bytes32 commitment) external {
+        if (_commits[commitment] == 0) _commits[commitment] = block.number;
     }
 
     /**
-     * @notice Prove a submitted result wrong during its challenge window: `proof` is a valid ezkl proof of segment `k`
-     * whose input instance is the claimed C_{k-1} and whose output (C_k, or y for the last segment) differs from the
-     * claim. The bond is credited to the challenger, the fee is credited back to the requester, and the request is
-     * reopened so that a correct result can be submitted.
-     * @dev Reverts with {AIOracleUnexpectedStatus}, {AIOracleChallengeWindowClosed}, {AIOracleInvalidSegment},
-     * {AIOracleInvalidInstances} (wrong length for the segment, or not field elements),
-     * {AIOracleChallengeInputMismatch} (a proof from another input), {AIOracleClaimNotContradicted} (the proof agrees
-     * with the claim) or {AIOracleInvalidProof}. Emits {AIResultChallenged} and {Credited}.
+     * @notice Reveal a result committed with `keccak256(abi.encode(msg.sender, requestId, claimHash))` (see
+     * {hashClaim}) in an earlier block, with exactly the model's bond. The public boundaries travel in this
+     * transaction's calldata, which must come straight from the sender's account so that watchers find it. With a
+     * challenge window the zk proofs are only posted (checked if disputed); without one they are verified now.
+     * @dev Reverts with {AIOracleUnexpectedStatus}, {AIOracleWrongBond}, {AIOracleNotDirectCall},
+     * {AIOracleNotCommitted}, {AIOracleInvalidClaim} (a commitment, input or packed tensor that does not fit the
+     * registration), {AIOracleWrongProofCount} or {AIOracleInvalidProof}. Emits {AIResultSubmitted}.
      */
-    function challenge(uint256 requestId, uint256 k, bytes calldata proof, uint256[] calldata instances)
+    function submit(uint256 requestId, ClaimData calldata claim) external payable nonReentrant {
+        Request storage r = _requests[requestId];
+        if (r.status != Status.Pending) revert AIOracleUnexpectedStatus(requestId, r.status);
+        ModelSpec storage model = _models[r.modelId];
+        if (msg.value != model.bond) revert AIOracleWrongBond(model.bond, msg.value);
+        if (msg.sender != tx.origin) revert AIOracleNotDirectCall(msg.sender);
+        (bytes32 bodyHash, bytes32 claimHash) = hashClaim(claim);
+        _useCommit(keccak256(abi.encode(msg.sender, requestId, claimHash)));
+        _checkClaim(requestId, r, claim);
+        if (model.challengeWindow == 0) _verifyAllZk(requestId, r.modelId, claim);
+
+        _claims[requestId] = Claim({
+            submitter: msg.sender, bond: uint96(msg.value), claimHash: claimHash, settled: 0, openDisputes: 0
+        });
+        r.status = Status.Submitted;
+        r.deadline = uint40(block.timestamp + model.challengeWindow);
+        emit AIResultSubmitted(requestId, msg.sender, bodyHash, claim.output);
+    }
+
+    /**
+     * @notice Slash a result whose posted proof of zk segment `k` does not verify against the claim, during the
+     * challenge window; committed first as `keccak256(abi.encode(msg.sender, requestId, k, keccak256("")))`.
+     * @dev Reverts with {AIOracleUnexpectedStatus}, {AIOracleChallengeWindowClosed}, {AIOracleInvalidSegment} (not a
+     * zk segment), {AIOracleNotCommitted}, {AIOracleClaimMismatch} or {AIOracleClaimNotContradicted} (the proof is
+     * valid). Emits {AIResultSlashed}.
+     */
+    function disputeProof(uint256 requestId, uint256 k, ClaimData calldata claim) external nonReentrant {
+        Request storage r = _requireChallengeable(requestId);
+        uint256 modelId = r.modelId;
+        if (k == 0 || k > _segments[modelId].length || !_segments[modelId][k - 1].zk) {
+            revert AIOracleInvalidSegment(requestId, k);
+        }
+        _useCommit(keccak256(abi.encode(msg.sender, requestId, k, keccak256(""))));
+        _requireClaim(requestId, claim);
+        if (_verifySegment(modelId, k, claim, claim.proofs[_zkIndex(modelId, k)])) {
+            revert AIOracleClaimNotContradicted(requestId, k);
+        }
+        _slash(requestId, r, k, msg.sender);
+    }
+
+    /**
+     * @notice Open a dispute on op segment `k` with exactly the model's bond: `proof` is a valid ezkl proof of the
+     * segment from the claimed input whose output instances (`outputInstances`) differ from the claim. Committed
+     * first as `keccak256(abi.encode(msg.sender, requestId, k, keccak256(proof)))`. The submitter then has
+     * `responseWindow` seconds to {respond}; otherwise anyone may {resolve} the dispute and slash it.
+     * @dev Reverts with {AIOracleUnexpectedStatus}, {AIOracleChallengeWindowClosed}, {AIOracleInvalidSegment},
+     * {AIOracleSegmentSettled}, {AIOracleDisputeExists}, {AIOracleWrongBond}, {AIOracleNotCommitted},
+     * {AIOracleClaimMismatch}, {AIOracleInvalidInstances}, {AIOracleClaimNotContradicted} or {AIOracleInvalidProof}.
+     * Emits {AIResultChallenged}.
+     */
+    function challenge(
+        uint256 requestId,
+        uint256 k,
+        ClaimData calldata claim,
+        bytes calldata proof,
+        uint256[] calldata outputInstances
+    ) external payable nonReentrant {
+        Request storage r = _requireChallengeable(requestId);
+        uint256 modelId = r.modelId;
+        if (k == 0 || k > _segments[modelId].length || _segments[modelId][k - 1].zk) {
+            revert AIOracleInvalidSegment(requestId, k);
+        }
+        Claim storage c = _claims[requestId];
+        if (c.settled & (uint64(1) << (k - 1)) != 0) revert AIOracleSegmentSettled(requestId, k);
+        if (_disputes[requestId][k].challenger != address(0)) revert AIOracleDisputeExists(requestId, k);
+        uint256 bond = _models[modelId].bond;
+        if (msg.value != bond) revert AIOracleWrongBond(bond, msg.value);
+        _useCommit(keccak256(abi.encode(msg.sender, requestId, k, keccak256(proof))));
+        _requireClaim(requestId, claim);
+
+        _requireContradiction(requestId, modelId, k, claim, proof, outputInstances);
+
+        uint40 deadline = uint40(block.timestamp + _models[modelId].responseWindow);
+        _disputes[requestId][k] = Dispute({challenger: msg.sender, deadline: deadline});
+        ++c.openDisputes;
+        emit AIResultChallenged(requestId, k, msg.sender, deadline);
+    }
+
+    /**
+     * @notice Answer the dispute on segment `k` with a valid proof of the claim's own instances for that segment: the
+     * claim stands, the segment cannot be disputed again, and the challenger's bond is credited to the submitter.
+     * Anyone may send the answer.
+     * @dev Reverts with {AIOracleNoDispute}, {AIOracleResponseWindowClosed}, {AIOracleClaimMismatch} or
+     * {AIOracleInvalidProof}. Emits {AIDisputeAnswered} and {Credited}.
+     */
+    function respond(uint256 requestId, uint256 k, ClaimData calldata claim, bytes calldata proof)
         external
         nonReentrant
     {
-        Request storage r = _requests[requestId];
-        if (r.status != Status.Submitted) revert AIOracleUnexpectedStatus(requestId, r.status);
-        if (block.timestamp >= r.deadline) revert AIOracleChallengeWindowClosed(requestId, r.deadline);
-        Segment[] storage segments = _segments[r.modelId];
-        uint256 n = segments.length;
-        if (k == 0 || k > n) revert AIOracleInvalidSegment(requestId, k);
-        Claim storage c = _claims[requestId];
-        if (instances.length != (k < n ? 2 : 1 + c.output.length)) revert AIOracleInvalidInstances(requestId);
-        for (uint256 i = 0; i < instances.length; ++i) {
-            if (instances[i] >= FIELD_MODULUS) revert AIOracleInvalidInstances(requestId);
-        }
-        if (instances[0] != c.commitments[k - 1]) {
-            revert AIOracleChallengeInputMismatch(requestId, c.commitments[k - 1], instances[0]);
-        }
-        if (!_contradicts(c, k, n, instances)) revert AIOracleClaimNotContradicted(requestId, k);
-        if (!_verify(segments[k - 1].verifier, proof, instances)) revert AIOracleInvalidProof(requestId, k);
+        Dispute memory d = _disputes[requestId][k];
+        if (d.challenger == address(0)) revert AIOracleNoDispute(requestId, k);
+        if (block.timestamp >= d.deadline) revert AIOracleResponseWindowClosed(requestId, k, d.deadline);
+        _requireClaim(requestId, claim);
+        uint256 modelId = _requests[requestId].modelId;
+        if (!_verifySegment(modelId, k, claim, proof)) revert AIOracleInvalidProof(requestId, k);
 
-        uint256 bond = c.bond;
-        uint256 fee = r.fee;
-        address requester = r.requester;
-        delete _claims[requestId];
-        r.status = Status.Pending;
-        r.fee = 0;
-        r.deadline = uint40(block.timestamp + requestTimeout);
-        emit AIResultChallenged(requestId, k, msg.sender, bond);
-        _credit(msg.sender, bond);
-        _credit(requester, fee);
+        Claim storage c = _claims[requestId];
+        c.settled |= uint64(1) << (k - 1);
+        --c.openDisputes;
+        delete _disputes[requestId][k];
+        emit AIDisputeAnswered(requestId, k, d.challenger);
+        _credit(c.submitter, _models[modelId].bond);
     }
 
     /**
-     * @notice Finalize a submitted result after its challenge window: the model's share of the fee goes to its
-     * RevShareToken (credited to it instead if it refuses the transfer), the rest of the fee and the bond are credited
-     * to the submitter, and the output is delivered to the callback contract with the requested gas. A callback that
-     * reverts, runs out of gas or tries to re-enter does not stop finalization; its return data is never copied.
-     * @dev Reverts with {AIOracleUnexpectedStatus} (not submitted, or already final), {AIOracleChallengeWindowOpen},
-     * or {AIOracleInsufficientGas} when the transaction cannot give the callback its gas limit.
-     * Emits {AIRequestFinalized}, {Credited}, {AICallbackResult}, and {AICallbackFailed} if the callback failed.
+     * @notice Slash a result whose dispute on segment `k` was not answered within the response window: the
+     * challenger gets its bond back and {SLASH_REWARD_BPS} of the submitter's bond. Anyone may call it.
+     * @dev Reverts with {AIOracleNoDispute} or {AIOracleResponseWindowOpen}. Emits {AIResultSlashed}.
      */
-    function finalize(uint256 requestId) external nonReentrant {
+    function resolve(uint256 requestId, uint256 k) external nonReentrant {
+        Dispute memory d = _disputes[requestId][k];
+        if (d.challenger == address(0)) revert AIOracleNoDispute(requestId, k);
+        if (block.timestamp < d.deadline) revert AIOracleResponseWindowOpen(requestId, k, d.deadline);
+        _slash(requestId, _requests[requestId], k, d.challenger);
+    }
+
+    /**
+     * @notice Finalize a submitted result after its challenge window, once no dispute is open: the model's share of
+     * the fee goes to its RevShareToken (credited to it instead if it refuses the push), the rest of the fee and the
+     * bond are credited to the submitter, the callback gas price of the fee to the caller, who must supply that gas,
+     * and y goes to the callback as `abi.encode(int256[] values, uint256 scale)`. `bodyHash` and `output` are the
+     * submitted claim's (see {hashClaim}). A callback that reverts, runs out of gas or re-enters changes nothing else.
+     * @dev Reverts with {AIOracleUnexpectedStatus}, {AIOracleChallengeWindowOpen}, {AIOracleDisputesOpen},
+     * {AIOracleClaimMismatch} or {AIOracleInsufficientGas}. Emits {AIRequestFinalized}, {Credited},
+     * {AICallbackResult}, and {AICallbackFailed} if the callback failed.
+     */
+    function finalize(uint256 requestId, bytes32 bodyHash, bytes calldata output) external nonReentrant {
         Request storage r = _requests[requestId];
         if (r.status != Status.Submitted) revert AIOracleUnexpectedStatus(requestId, r.status);
         if (block.timestamp < r.deadline) revert AIOracleChallengeWindowOpen(requestId, r.deadline);
-
-        ModelSpec storage model = _models[r.modelId];
         Claim storage c = _claims[requestId];
-        uint256 fee = r.fee;
-        uint256 modelRevenue = Math.min(fee, model.fee) * (BPS - model.operatorShareBps) / BPS;
-        uint256 operatorPayout = fee - modelRevenue + c.bond;
-        address payable token = model.revShareToken;
-        r.status = Status.Finalized;
-        emit AIRequestFinalized(requestId, modelRevenue, operatorPayout);
-        _credit(c.submitter, operatorPayout);
-        bytes memory output = abi.encode(c.output, uint256(model.scale));
-        emit AICallbackResult(r.requester, requestId, msg.sender, output);
+        if (c.openDisputes != 0) revert AIOracleDisputesOpen(requestId, c.openDisputes);
+        if (keccak256(abi.encode(bodyHash, keccak256(output))) != c.claimHash) revert AIOracleClaimMismatch(requestId);
 
-        if (modelRevenue > 0) {
-            // A token that refuses the push (or needs more gas) must not block finalization: it is credited instead,
-            // the only state change after an external call here, safe under the reentrancy guard.
-            (bool paid,) = token.call{value: modelRevenue, gas: _TOKEN_PUSH_GAS}("");
-            if (!paid) _credit(token, modelRevenue);
-        }
+        (uint256 modelRevenue, uint256 operatorPayout, uint256 finalizerPayout) = _feeSplit(r);
+        r.status = Status.Finalized;
+        emit AIRequestFinalized(requestId, modelRevenue, operatorPayout, finalizerPayout);
+        _credit(c.submitter, operatorPayout + c.bond);
+        _credit(msg.sender, finalizerPayout);
+        bytes memory payload = _callbackOutput(r.modelId, output);
+        emit AICallbackResult(r.requester, requestId, msg.sender, payload);
+
+        _payToken(_models[r.modelId].revShareToken, modelRevenue);
         if (r.callbackContract != address(0)) {
-            if (!_deliver(requestId, r.callbackContract, r.gasLimit, output)) emit AICallbackFailed(requestId);
+            if (!_deliver(requestId, r.callbackContract, r.gasLimit, payload)) emit AICallbackFailed(requestId);
         }
     }
 
@@ -389,11 +417,6 @@ contract AIOracle is IAIOracle, ReentrancyGuardTransient {
         return _requests[requestId].status == Status.Finalized;
     }
 
-    /// @notice The registration of `modelId`.
-    function getModel(uint256 modelId) external view returns (ModelSpec memory spec, Segment[] memory segments) {
-        return (_models[modelId], _segments[modelId]);
-    }
-
     /// @notice The request `requestId` and its callback data.
     function getRequest(uint256 requestId) external view returns (Request memory request, bytes memory callbackData) {
         return (_requests[requestId], _callbackData[requestId]);
@@ -404,97 +427,217 @@ contract AIOracle is IAIOracle, ReentrancyGuardTransient {
         return _claims[requestId];
     }
 
-    /// @notice The output as the callback receives it, `abi.encode(int256[] values, uint256 scale)`; empty when no
-    /// result is submitted.
-    function getOutput(uint256 requestId) external view returns (bytes memory) {
-        Claim storage c = _claims[requestId];
-        if (c.submitter == address(0)) return "";
-        return abi.encode(c.output, uint256(_models[_requests[requestId].modelId].scale));
+    /// @notice The open dispute on segment `k` of `requestId`; empty when there is none.
+    function getDispute(uint256 requestId, uint256 k) external view returns (Dispute memory) {
+        return _disputes[requestId][k];
     }
 
-    /// @notice `v` as a BN254 field element, the way ezkl encodes fixed-point integers in proof instances.
-    function toField(int256 v) public pure returns (uint256) {
-        return v >= 0 ? uint256(v) : FIELD_MODULUS - uint256(-v);
+    /// @notice The block at which `commitment` was recorded (0: never, or already used).
+    function commitBlock(bytes32 commitment) external view returns (uint256) {
+        return _commits[commitment];
+    }
+
+    /// @notice How {finalize} splits the fee of `requestId`: the model's revenue, the operator's payout (bond
+    /// excluded) and the finalizer's callback-gas payment.
+    function feeSplit(uint256 requestId)
+        external
+        view
+        returns (uint256 modelRevenue, uint256 operatorPayout, uint256 finalizerPayout)
+    {
+        return _feeSplit(_requests[requestId]);
+    }
+
+    /**
+     * @notice The hashes a claim is known by: `bodyHash = keccak256(abi.encode(commitments, data, proofs))` and
+     * `claimHash = keccak256(abi.encode(bodyHash, keccak256(output)))`. The input is bound by the request instead.
+     */
+    function hashClaim(ClaimData calldata claim) public pure returns (bytes32 bodyHash, bytes32 claimHash) {
+        bodyHash = keccak256(abi.encode(claim.commitments, claim.data, claim.proofs));
+        claimHash = keccak256(abi.encode(bodyHash, keccak256(claim.output)));
     }
 
     // ---------------------------------------------------------------- internal
 
-    /// @dev The shape checks of a submission: C_0 is the request input, everything is a field element, one proof per
-    /// zk segment, boundary data when there is an op segment.
-    function _checkClaim(
-        uint256 requestId,
-        Request storage r,
-        uint256[] calldata commitments,
-        int256[] calldata output,
-        uint256 proofCount,
-        uint256 boundaryDataLength
-    ) private view {
-        Segment[] storage segments = _segments[r.modelId];
-        uint256 n = segments.length;
-        if (commitments.length != n + 1 || commitments[0] != r.input) revert AIOracleInvalidCommitments(requestId);
-        for (uint256 i = 1; i <= n; ++i) {
-            if (commitments[i] >= FIELD_MODULUS) revert AIOracleInvalidCommitments(requestId);
-        }
-        if (output.length != _models[r.modelId].outputSize) revert AIOracleInvalidOutput(requestId);
-        for (uint256 i = 0; i < output.length; ++i) {
-            if (output[i] > int256(_HALF_FIELD) || output[i] < -int256(_HALF_FIELD)) revert AIOracleInvalidOutput(requestId);
-        }
-        uint256 zkCount;
-        for (uint256 k = 0; k < n; ++k) {
-            if (segments[k].zk) ++zkCount;
-        }
-        if (proofCount != zkCount) revert AIOracleWrongProofCount(zkCount, proofCount);
-        if (zkCount < n && boundaryDataLength == 0) revert AIOracleMissingBoundaryData(requestId);
-    }
-
-    /// @dev Verify the proof of every zk segment against the instances the claim implies.
-    function _verifyZkSegments(
-        uint256 requestId,
-        Segment[] storage segments,
-        uint256[] calldata commitments,
-        int256[] calldata output,
-        bytes[] calldata zkProofs
-    ) private {
-        uint256 n = segments.length;
-        uint256 proofIndex;
-        for (uint256 k = 1; k <= n; ++k) {
-            if (!segments[k - 1].zk) continue;
-            uint256[] memory instances = _claimedInstances(k, n, commitments, output);
-            if (!_verify(segments[k - 1].verifier, zkProofs[proofIndex++], instances)) {
-                revert AIOracleInvalidProof(requestId, k);
-            }
-        }
-    }
-
-    /// @dev The instances a proof of segment k must have if the claim is right.
-    function _claimedInstances(uint256 k, uint256 n, uint256[] calldata commitments, int256[] calldata output)
-        private
-        pure
-        returns (uint256[] memory instances)
-    {
-        if (k < n) {
-            instances = new uint256[](2);
-            instances[1] = commitments[k];
-        } else {
-            instances = new uint256[](1 + output.length);
-            for (uint256 i = 0; i < output.length; ++i) {
-                instances[1 + i] = toField(output[i]);
-            }
-        }
-        instances[0] = commitments[k - 1];
-    }
-
-    /// @dev Whether the output instances of a segment-k proof differ from the claim.
-    function _contradicts(Claim storage c, uint256 k, uint256 n, uint256[] calldata instances)
+    function _feeSplit(Request storage r)
         private
         view
+        returns (uint256 modelRevenue, uint256 operatorPayout, uint256 finalizerPayout)
+    {
+        ModelSpec storage model = _models[r.modelId];
+        finalizerPayout = uint256(r.gasLimit) * callbackGasPrice;
+        uint256 rest = r.fee - finalizerPayout;
+        modelRevenue = Math.min(rest, model.fee) * (BPS - model.operatorShareBps) / BPS;
+        operatorPayout = rest - modelRevenue;
+    }
+
+    /// @dev What the callback receives: `abi.encode(int256[] values, uint256 scale)` of a packed output.
+    function _callbackOutput(uint256 modelId, bytes calldata output) private view returns (bytes memory) {
+        uint32[] storage sizes = _boundarySizes[modelId];
+        return abi.encode(BoundaryCodec.toInts(output, 0, sizes[sizes.length - 1]), uint256(_models[modelId].scale));
+    }
+
+    function _requireChallengeable(uint256 requestId) private view returns (Request storage r) {
+        r = _requests[requestId];
+        if (r.status != Status.Submitted) revert AIOracleUnexpectedStatus(requestId, r.status);
+        if (block.timestamp >= r.deadline) revert AIOracleChallengeWindowClosed(requestId, r.deadline);
+    }
+
+    function _requireClaim(uint256 requestId, ClaimData calldata claim) private view {
+        (, bytes32 claimHash) = hashClaim(claim);
+        if (claimHash != _claims[requestId].claimHash) revert AIOracleClaimMismatch(requestId);
+        Request storage r = _requests[requestId];
+        if (_boundarySizes[r.modelId][0] != 0 && keccak256(claim.input) != r.input) revert AIOracleClaimMismatch(requestId);
+    }
+
+    function _useCommit(bytes32 commitment) private {
+        uint256 at = _commits[commitment];
+        if (at == 0 || at >= block.number) revert AIOracleNotCommitted(commitment);
+        delete _commits[commitment];
+    }
+
+    /// @dev Every part of a claim fits the registration: hashed boundaries carry a field element (C_0 the request's),
+    /// public ones 0 and a well-formed tensor of the registered size; one proof per zk segment.
+    function _checkClaim(uint256 requestId, Request storage r, ClaimData calldata claim) private view {
+        uint32[] storage sizes = _boundarySizes[r.modelId];
+        uint256 n = sizes.length - 1;
+        if (claim.commitments.length != n + 1) revert AIOracleInvalidClaim(requestId, claim.commitments.length);
+        uint256 offset;
+        for (uint256 b = 0; b <= n; ++b) {
+            uint256 size = sizes[b];
+            uint256 c = claim.commitments[b];
+            if (size == 0 ? (c >= FIELD_MODULUS || (b == 0 && bytes32(c) != r.input)) : c != 0) {
+                revert AIOracleInvalidClaim(requestId, b);
+            }
+            if (size != 0 && b > 0 && b < n) offset = BoundaryCodec.skip(claim.data, offset, size);
+        }
+        if (offset != claim.data.length) revert AIOracleInvalidClaim(requestId, n + 1);
+        if (sizes[0] == 0 ? claim.input.length != 0 : keccak256(claim.input) != r.input) {
+            revert AIOracleInvalidClaim(requestId, 0);
+        }
+        if (BoundaryCodec.skip(claim.output, 0, sizes[n]) != claim.output.length) revert AIOracleInvalidClaim(requestId, n);
+        uint256 zkCount = _zkIndex(r.modelId, n + 1);
+        if (claim.proofs.length != zkCount) revert AIOracleWrongProofCount(zkCount, claim.proofs.length);
+    }
+
+    /// @dev The number of zk segments before segment k (1-based): the index of segment k's proof in `proofs`.
+    function _zkIndex(uint256 modelId, uint256 k) private view returns (uint256 index) {
+        Segment[] storage segments = _segments[modelId];
+        for (uint256 j = 1; j < k; ++j) {
+            if (segments[j - 1].zk) ++index;
+        }
+    }
+
+    /// @dev `proof` is a valid proof of segment k from the claimed input whose output instances differ from the claim.
+    function _requireContradiction(
+        uint256 requestId,
+        uint256 modelId,
+        uint256 k,
+        ClaimData calldata claim,
+        bytes calldata proof,
+        uint256[] calldata outputInstances
+    ) private {
+        (uint256[] memory instances, uint256 outputStart) = _claimedInstances(modelId, k, claim);
+        if (outputInstances.length != instances.length - outputStart) revert AIOracleInvalidInstances(requestId);
+        bool differs;
+        for (uint256 i = 0; i < outputInstances.length; ++i) {
+            if (outputInstances[i] >= FIELD_MODULUS) revert AIOracleInvalidInstances(requestId);
+            if (outputInstances[i] != instances[outputStart + i]) differs = true;
+            instances[outputStart + i] = outputInstances[i];
+        }
+        if (!differs) revert AIOracleClaimNotContradicted(requestId, k);
+        if (!_verify(_segments[modelId][k - 1].verifier, proof, instances)) revert AIOracleInvalidProof(requestId, k);
+    }
+
+    function _verifyAllZk(uint256 requestId, uint256 modelId, ClaimData calldata claim) private {
+        uint256 n = _segments[modelId].length;
+        for (uint256 k = 1; k <= n; ++k) {
+            // with no challenge window every segment is zk, so proof k-1 belongs to segment k
+            if (!_verifySegment(modelId, k, claim, claim.proofs[k - 1])) revert AIOracleInvalidProof(requestId, k);
+        }
+    }
+
+    function _verifySegment(uint256 modelId, uint256 k, ClaimData calldata claim, bytes calldata proof)
+        private
         returns (bool)
     {
-        if (k < n) return instances[1] != c.commitments[k];
-        for (uint256 i = 0; i < c.output.length; ++i) {
-            if (instances[1 + i] != toField(c.output[i])) return true;
+        (uint256[] memory instances,) = _claimedInstances(modelId, k, claim);
+        return _verify(_segments[modelId][k - 1].verifier, proof, instances);
+    }
+
+    /// @dev The public instances a proof of segment k has if the claim is right: boundary k-1 then boundary k, each
+    /// its commitment (hashed) or its elements (public); `outputStart` is where boundary k begins.
+    function _claimedInstances(uint256 modelId, uint256 k, ClaimData calldata claim)
+        private
+        view
+        returns (uint256[] memory instances, uint256 outputStart)
+    {
+        uint256[] memory inputs = _boundaryInstances(modelId, k - 1, claim);
+        uint256[] memory outputs = _boundaryInstances(modelId, k, claim);
+        outputStart = inputs.length;
+        instances = new uint256[](inputs.length + outputs.length);
+        for (uint256 i = 0; i < inputs.length; ++i) {
+            instances[i] = inputs[i];
         }
-        return false;
+        for (uint256 i = 0; i < outputs.length; ++i) {
+            instances[outputStart + i] = outputs[i];
+        }
+    }
+
+    function _boundaryInstances(uint256 modelId, uint256 b, ClaimData calldata claim)
+        private
+        view
+        returns (uint256[] memory fields)
+    {
+        uint32[] storage sizes = _boundarySizes[modelId];
+        uint256 n = sizes.length - 1;
+        uint256 size = sizes[b];
+        if (size == 0) {
+            fields = new uint256[](1);
+            fields[0] = claim.commitments[b];
+        } else if (b == 0) {
+            fields = BoundaryCodec.toFields(claim.input, 0, size);
+        } else if (b == n) {
+            fields = BoundaryCodec.toFields(claim.output, 0, size);
+        } else {
+            uint256 offset;
+            for (uint256 j = 1; j < b; ++j) {
+                if (sizes[j] != 0) offset = BoundaryCodec.skip(claim.data, offset, sizes[j]);
+            }
+            fields = BoundaryCodec.toFields(claim.data, offset, size);
+        }
+    }
+
+    /// @dev Take a result back: the challenger gets {SLASH_REWARD_BPS} of the bond, the model's token the rest, every
+    /// open dispute's bond goes back to its challenger, and the request reopens with its fee still escrowed.
+    function _slash(uint256 requestId, Request storage r, uint256 k, address challenger) private {
+        uint256 modelId = r.modelId;
+        Claim storage c = _claims[requestId];
+        uint256 bond = c.bond;
+        uint256 reward = bond * SLASH_REWARD_BPS / BPS;
+        uint256 toToken = bond - reward;
+        uint256 n = _segments[modelId].length;
+        uint256 disputeBond = _models[modelId].bond;
+        for (uint256 j = 1; j <= n && c.openDisputes > 0; ++j) {
+            address opener = _disputes[requestId][j].challenger;
+            if (opener == address(0)) continue;
+            delete _disputes[requestId][j];
+            --c.openDisputes;
+            _credit(opener, disputeBond);
+        }
+        delete _claims[requestId];
+        r.status = Status.Pending;
+        r.deadline = uint40(block.timestamp + requestTimeout);
+        emit AIResultSlashed(requestId, k, challenger, reward, toToken);
+        _credit(challenger, reward);
+        _payToken(_models[modelId].revShareToken, toToken);
+    }
+
+    /// @dev Push revenue to a RevShareToken; a token that refuses (or needs more gas) is credited instead. The only
+    /// state change after an external call in this contract, safe under the reentrancy guard.
+    function _payToken(address payable token, uint256 amount) private {
+        if (amount == 0) return;
+        (bool paid,) = token.call{value: amount, gas: _TOKEN_PUSH_GAS}("");
+        if (!paid) _credit(token, amount);
     }
 
     /// @dev Run an ezkl verifier; a revert counts as rejection.

@@ -21,9 +21,10 @@ contract OracleConsumer is AIOracleCallbackReceiver {
 
     constructor(IAIOracle aiOracle_) AIOracleCallbackReceiver(aiOracle_) {}
 
-    function _aiOracleCallback(uint256 requestId, bytes calldata output, bytes calldata callbackData)
-        internal
+    function aiOracleCallback(uint256 requestId, bytes calldata output, bytes calldata callbackData)
+        external
         override
+        onlyAIOracleCallback
     {
         outputOf[requestId] = output;
         emit ResultReceived(requestId, output, callbackData);

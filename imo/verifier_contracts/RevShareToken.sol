@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
+import {IERC6372} from "@openzeppelin/contracts/interfaces/IERC6372.sol";
 import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 import {Address} from "@openzeppelin/contracts/utils/Address.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
@@ -8,6 +9,7 @@ import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {BitMaps} from "@openzeppelin/contracts/utils/structs/BitMaps.sol";
 import {Checkpoints} from "@openzeppelin/contracts/utils/structs/Checkpoints.sol";
+import {Time} from "@openzeppelin/contracts/utils/types/Time.sol";
 import {IERC7641} from "./IERC7641.sol";
 
 /**
@@ -15,22 +17,38 @@ import {IERC7641} from "./IERC7641.sol";
  * @dev The ERC-7641 revenue-share token of one AI model: plain ETH sent to it is revenue. At each snapshot (at most one
  * per `snapshotInterval` seconds) the revenue received since the previous snapshot is split: `claimShareBps` of it is
  * claimable once per holder, pro rata to the balance at that snapshot, and the rest joins the burn pool, redeemable
- * pro rata by burning tokens. Balances at snapshots are recorded with OpenZeppelin `Checkpoints` (OZ5 has no
- * ERC20Snapshot). Revenue left unclaimed (rounding dust, holders that never claim, contracts that cannot) stays
- * claimable for `claimPeriod` seconds after its snapshot, after which anyone may `sweep` it into the burn pool.
+ * pro rata by burning tokens. Revenue left unclaimed (rounding dust, holders that never claim, contracts that cannot)
+ * stays claimable for `claimPeriod` seconds after its snapshot, after which anyone may `sweep` it into the burn pool.
  * Revenue received while the supply is zero stays pending until a snapshot finds holders. The supply is fixed at
  * deploy (minted to `holder`) and only shrinks by burning.
+ *
+ * Balances at a snapshot are those of the past, not of the moment `snapshot` is called: every balance and the total
+ * supply are checkpointed (OpenZeppelin `Checkpoints`; OZ5 has no ERC20Snapshot) on an ERC-6372 clock, the block
+ * number, as ERC-5805 votes are, and a snapshot taken at clock T counts them as of T - 1, the end of the previous
+ * block. So tokens that arrive in the snapshot's own block count from the next snapshot on, and tokens that leave in
+ * it still count for the sender: a flash loan (borrow, `snapshot`, repay in one transaction), or tokens bought or
+ * received just before the snapshot in the same block, capture nothing, and the balances and supply a snapshot divides
+ * by are final when it is taken. This assumes that whoever holds tokens at the end of a block owns their economic
+ * risk: tokens borrowed across a block boundary (an ordinary loan, or a builder who orders the last transaction of
+ * one block and the first of the next) count like any others, as with ERC-5805 votes. On chains whose `block.number`
+ * is coarser than their own blocks (Arbitrum returns an L1 block number) "the previous block" is the previous value
+ * of `block.number`, which only widens the excluded window. Like ERC20Votes, each balance change in a new block adds
+ * a checkpoint (one storage slot) for the accounts involved.
  */
-contract RevShareToken is ERC20, ReentrancyGuardTransient, IERC7641 {
+contract RevShareToken is ERC20, ReentrancyGuardTransient, IERC6372, IERC7641 {
     using BitMaps for BitMaps.BitMap;
     using Checkpoints for Checkpoints.Trace208;
 
-    /// @dev One snapshot: the revenue holders may claim, how much of it was claimed, and the supply it is divided by.
+    /**
+     * @dev One snapshot: the revenue holders may claim, how much of it was claimed, the supply it is divided by (as of
+     * `timepoint - 1`), when it was taken (`timestamp` starts the claim period; `timepoint` is the {clock} value).
+     */
     struct SnapshotRecord {
         uint128 claimable;
         uint128 claimed;
         uint128 totalSupply;
         uint64 timestamp;
+        uint48 timepoint;
         bool swept;
     }
 
@@ -49,6 +67,7 @@ contract RevShareToken is ERC20, ReentrancyGuardTransient, IERC7641 {
     uint256 private _burnPool;
     mapping(uint256 snapshotId => SnapshotRecord) private _snapshots;
     mapping(address account => Checkpoints.Trace208) private _balanceHistory;
+    Checkpoints.Trace208 private _supplyHistory;
     mapping(address account => BitMaps.BitMap) private _claimed;
 
     event RevenueReceived(address indexed from, uint256 amount);
@@ -68,6 +87,8 @@ contract RevShareToken is ERC20, ReentrancyGuardTransient, IERC7641 {
     error RevShareTokenClaimPeriodOpen(uint256 snapshotId, uint256 sweepableAt);
     error RevShareTokenZeroAmount();
     error RevShareTokenBurnExceedsBalance(address account, uint256 balance, uint256 amount);
+    /// @dev {clock} was overridden without {CLOCK_MODE}.
+    error ERC6372InconsistentClock();
 
     constructor(
         string memory name_,
@@ -94,16 +115,18 @@ contract RevShareToken is ERC20, ReentrancyGuardTransient, IERC7641 {
     }
 
     /**
-     * @notice Record balances and split the revenue received since the last snapshot.
+     * @notice Fix balances as of the end of the previous block and split the revenue received since the last snapshot
+     * (including this block's, up to this call).
      * @dev Reverts with {RevShareTokenSnapshotTooSoon} before `snapshotInterval` has passed. Emits {Snapshot}.
-     * When the supply is zero nothing is split and the revenue stays pending.
+     * When the supply as of the previous block is zero nothing is split and the revenue stays pending.
      * @return snapshotId The id of the new snapshot (ids start at 1).
      */
     function snapshot() external returns (uint256 snapshotId) {
         uint256 allowedAt = _lastSnapshotTime + snapshotInterval;
         if (block.timestamp < allowedAt) revert RevShareTokenSnapshotTooSoon(allowedAt);
 
-        uint256 supply = totalSupply();
+        uint48 timepoint = clock();
+        uint256 supply = _supplyHistory.upperLookupRecent(timepoint - 1);
         uint256 revenue = supply == 0 ? 0 : pendingRevenue();
         uint256 claimable = Math.mulDiv(revenue, claimShareBps, BPS);
         uint256 toBurnPool = revenue - claimable;
@@ -116,6 +139,7 @@ contract RevShareToken is ERC20, ReentrancyGuardTransient, IERC7641 {
             claimed: 0,
             totalSupply: SafeCast.toUint128(supply),
             timestamp: SafeCast.toUint64(block.timestamp),
+            timepoint: timepoint,
             swept: false
         });
         emit Snapshot(snapshotId, claimable, toBurnPool, supply);
@@ -123,7 +147,8 @@ contract RevShareToken is ERC20, ReentrancyGuardTransient, IERC7641 {
 
     /**
      * @notice ETH `account` can still claim at `snapshotId`: its share of the snapshot's claimable revenue, pro rata to
-     * its balance then. Zero for unknown snapshots, after a claim, and after the snapshot was swept.
+     * its balance then (at the end of the block before the snapshot's). Zero for unknown snapshots, after a claim, and
+     * after the snapshot was swept.
      */
     function claimableRevenue(address account, uint256 snapshotId) public view returns (uint256) {
         if (snapshotId == 0 || snapshotId > _snapshotCount) return 0;
@@ -134,7 +159,8 @@ contract RevShareToken is ERC20, ReentrancyGuardTransient, IERC7641 {
     /**
      * @notice Claim the caller's revenue at `snapshotId`, once.
      * @dev Reverts with {RevShareTokenUnknownSnapshot}, {RevShareTokenAlreadyClaimed}, {RevShareTokenSnapshotSwept}, or
-     * {RevShareTokenNothingToClaim} (no balance at the snapshot, e.g. tokens bought after it). Emits {RevenueClaimed}.
+     * {RevShareTokenNothingToClaim} (no balance at the snapshot, e.g. tokens bought after it or in its block, or only
+     * flash-borrowed). Emits {RevenueClaimed}.
      */
     function claim(uint256 snapshotId) external nonReentrant {
         if (snapshotId == 0 || snapshotId > _snapshotCount) revert RevShareTokenUnknownSnapshot(snapshotId);
@@ -179,7 +205,8 @@ contract RevShareToken is ERC20, ReentrancyGuardTransient, IERC7641 {
     /**
      * @notice Burn `amount` of the caller's tokens and receive their share of the burn pool.
      * @dev Reverts with {RevShareTokenZeroAmount} or {RevShareTokenBurnExceedsBalance}. Emits {Transfer} and
-     * {RevenueRedeemed}. Burned tokens keep their claims at past snapshots, and take no part in later ones.
+     * {RevenueRedeemed}. Burned tokens keep their claims at past snapshots (and at one taken later in the
+     * same block, which counts balances as of the previous block), and take no part in snapshots of later blocks.
      */
     function burn(uint256 amount) external nonReentrant {
         if (amount == 0) revert RevShareTokenZeroAmount();
@@ -193,13 +220,19 @@ contract RevShareToken is ERC20, ReentrancyGuardTransient, IERC7641 {
         if (redeemed > 0) Address.sendValue(payable(msg.sender), redeemed);
     }
 
-    /// @notice Balance of `account` recorded at `snapshotId`. Reverts with {RevShareTokenUnknownSnapshot}.
+    /**
+     * @notice Balance of `account` counted at `snapshotId`: its balance at the end of the block before the snapshot's.
+     * Reverts with {RevShareTokenUnknownSnapshot}.
+     */
     function balanceOfAt(address account, uint256 snapshotId) public view returns (uint256) {
         if (snapshotId == 0 || snapshotId > _snapshotCount) revert RevShareTokenUnknownSnapshot(snapshotId);
-        return _balanceHistory[account].upperLookupRecent(uint48(snapshotId));
+        return _pastBalance(account, _snapshots[snapshotId].timepoint);
     }
 
-    /// @notice Total supply recorded at `snapshotId`. Reverts with {RevShareTokenUnknownSnapshot}.
+    /**
+     * @notice Total supply counted at `snapshotId` (at the end of the block before the snapshot's).
+     * Reverts with {RevShareTokenUnknownSnapshot}.
+     */
     function totalSupplyAt(uint256 snapshotId) external view returns (uint256) {
         if (snapshotId == 0 || snapshotId > _snapshotCount) revert RevShareTokenUnknownSnapshot(snapshotId);
         return _snapshots[snapshotId].totalSupply;
@@ -218,6 +251,18 @@ contract RevShareToken is ERC20, ReentrancyGuardTransient, IERC7641 {
     /// @notice Earliest timestamp at which {snapshot} succeeds.
     function nextSnapshotAt() external view returns (uint256) {
         return _lastSnapshotTime + snapshotInterval;
+    }
+
+    /// @notice The ERC-6372 clock that balances are checkpointed on: the block number.
+    function clock() public view virtual returns (uint48) {
+        return Time.blockNumber();
+    }
+
+    /// @notice Machine-readable description of {clock} (ERC-6372).
+    // solhint-disable-next-line func-name-mixedcase
+    function CLOCK_MODE() public view virtual returns (string memory) {
+        if (clock() != Time.blockNumber()) revert ERC6372InconsistentClock();
+        return "mode=blocknumber&from=default";
     }
 
     /// @notice Whether `account` has claimed at `snapshotId`.
@@ -244,14 +289,25 @@ contract RevShareToken is ERC20, ReentrancyGuardTransient, IERC7641 {
     function _entitlement(address account, uint256 snapshotId) private view returns (uint256) {
         SnapshotRecord storage record = _snapshots[snapshotId];
         if (record.totalSupply == 0) return 0;
-        uint256 balance = _balanceHistory[account].upperLookupRecent(uint48(snapshotId));
-        return Math.mulDiv(balance, record.claimable, record.totalSupply);
+        return Math.mulDiv(_pastBalance(account, record.timepoint), record.claimable, record.totalSupply);
     }
 
-    /// @dev Record balances after every mint, transfer and burn, keyed by the id of the next snapshot.
+    /**
+     * @dev Balance of `account` at the end of the block before `timepoint` (strictly before it, so whatever happened
+     * at `timepoint` itself, e.g. a flash loan around the snapshot, is not seen). Final once `clock()` >= `timepoint`.
+     */
+    function _pastBalance(address account, uint48 timepoint) private view returns (uint256) {
+        return _balanceHistory[account].upperLookupRecent(timepoint - 1);
+    }
+
+    /**
+     * @dev Checkpoint balances (and, on mint and burn, the supply) after every mint, transfer and burn, keyed by
+     * {clock}; changes within one block overwrite that block's checkpoint. Casts are safe: the supply fits in uint128.
+     */
     function _update(address from, address to, uint256 value) internal override {
         super._update(from, to, value);
-        uint48 key = uint48(_snapshotCount + 1);
+        uint48 key = clock();
+        if (from == address(0) || to == address(0)) _supplyHistory.push(key, uint208(totalSupply()));
         if (from != address(0)) _balanceHistory[from].push(key, uint208(balanceOf(from)));
         if (to != address(0)) _balanceHistory[to].push(key, uint208(balanceOf(to)));
     }

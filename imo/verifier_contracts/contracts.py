@@ -14,6 +14,7 @@ from eth_abi import decode
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractCustomError
+from eth_account.signers.local import LocalAccount
 
 from imo.errors import ChainError, MissingArtifactError
 from imo.fsutil import atomic_write_bytes
@@ -22,6 +23,13 @@ from imo.verifier_contracts.solc import CompiledContract, compile_sources
 
 SOURCES_DIR = Path(__file__).parent
 FIELD_MODULUS = 21888242871839275222246405745257275088548364400416034343698204186575808495617
+
+
+Sender = str | LocalAccount
+
+
+def address_of(sender: Sender) -> str:
+    return sender if isinstance(sender, str) else sender.address
 
 
 def protocol_sources() -> dict[str, str]:
@@ -34,8 +42,16 @@ def compile_protocol(optimizer_runs: int = 200) -> dict[str, CompiledContract]:
     return compile_sources(protocol_sources(), optimizer_runs=optimizer_runs)
 
 
-def error_name(revert_data: str | bytes, contracts: dict[str, CompiledContract] | None = None) -> str:
-    """A revert's custom error as `Name(arg, ...)`, decoded with the protocol's ABIs (or `contracts`); the raw hex if unknown."""
+class ContractRevertError(ChainError):
+    """A transaction or call reverted with a custom error: `name` and decoded `args` (the raw data when unknown)."""
+
+    def __init__(self, function: str, name: str, args: tuple):
+        self.function, self.name, self.args_ = function, name, args
+        super().__init__(f"{function} reverted: {name}({', '.join(str(a) for a in args)})")
+
+
+def decode_revert(revert_data: str | bytes, contracts: dict[str, CompiledContract] | None = None) -> tuple[str, tuple]:
+    """A revert's custom error as (name, args), decoded with the protocol's ABIs (or `contracts`); ("0x…", ()) if unknown."""
     data = bytes.fromhex(revert_data.removeprefix("0x")) if isinstance(revert_data, str) else bytes(revert_data)
     for contract in (contracts or compile_protocol()).values():
         for item in contract.abi:
@@ -43,9 +59,8 @@ def error_name(revert_data: str | bytes, contracts: dict[str, CompiledContract] 
                 continue
             types = [_abi_type(i) for i in item["inputs"]]
             if Web3.keccak(text=f"{item['name']}({','.join(types)})")[:4] == data[:4]:
-                args = decode(types, data[4:]) if types else ()
-                return f"{item['name']}({', '.join(str(a) for a in args)})"
-    return "0x" + data.hex()
+                return item["name"], tuple(decode(types, data[4:])) if types else ()
+    return "0x" + data.hex(), ()
 
 
 def _abi_type(param: dict) -> str:
@@ -81,36 +96,13 @@ class SaleConfig:
 
 @dataclass(frozen=True)
 class OracleConfig:
+    """AIOracle's constructor: the smallest bond a model may ask, how long a request waits before its requester may
+    cancel, and the price of callback gas in the fee (paid to the finalizer, who supplies that gas; 2 gwei is a
+    realistic mainnet base fee plus tip, checked by nodes against the chain's gas price)."""
+
     min_bond_wei: int = 10**16
     request_timeout_s: int = 86_400
-    callback_gas_price_wei: int = 0
-
-
-@dataclass(frozen=True)
-class SegmentSpec:
-    """One segment of a registered plan: its ezkl verifier and whether its proof is checked at submit (zk) or only
-    on challenge (op)."""
-
-    verifier: str
-    zk: bool
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """The AIOracle registration of a model (mirrors `AIOracle.ModelSpec`)."""
-
-    onnx_hash: bytes
-    plan_hash: bytes
-    rev_share_token: str
-    fee_wei: int
-    operator_share_bps: int
-    challenge_window_s: int
-    output_size: int
-    scale: int
-
-    def as_tuple(self) -> tuple:
-        return (self.onnx_hash, self.plan_hash, self.rev_share_token, self.fee_wei, self.operator_share_bps,
-                self.challenge_window_s, self.output_size, self.scale)
+    callback_gas_price_wei: int = 2 * 10**9
 
 
 @dataclass
@@ -125,8 +117,11 @@ class Deployment:
     offering: str | None = None
     nft: str | None = None
     models: dict[str, int] = field(default_factory=dict)
+    registrations: dict[str, dict] = field(default_factory=dict)  # name → model id, digest, terms (`imo register`)
     verifiers: dict[str, str] = field(default_factory=dict)
     gas: dict[str, int] = field(default_factory=dict)
+    rpc_url: str | None = None  # where `imo deploy` deployed: the default --rpc-url of later commands
+    local_chain: dict | None = None  # a background anvil started by `imo deploy`: pid, state file
 
     def write(self, path: Path) -> Path:
         atomic_write_bytes(Path(path), json.dumps(asdict(self), indent=2).encode())
@@ -134,9 +129,19 @@ class Deployment:
 
     @classmethod
     def read(cls, path: Path) -> "Deployment":
-        if not Path(path).is_file():
-            raise MissingArtifactError(f"{path} not found; run `imo deploy` first")
-        return cls(**json.loads(Path(path).read_text()))
+        """Load deployment.json; one clear line when it is missing or not a deployment."""
+        path = Path(path)
+        if not path.is_file():
+            raise MissingArtifactError(f"{path} not found; run `imo deploy` first (or pass --deployment FILE)")
+        try:
+            data = json.loads(path.read_text())
+            deployment = cls(**data)
+            for name in ("token", "oracle", "consumer"):
+                if not Web3.is_address(getattr(deployment, name)):
+                    raise ValueError(f"{name} is not an address")
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise MissingArtifactError(f"{path} is not a deployment written by `imo deploy` ({str(exc).splitlines()[0][:120]})") from None
+        return deployment
 
     def contract(self, w3: Web3, name: str) -> Contract:
         """A web3 contract object for `name` (RevShareToken, ModelOffering, AIOracle, OracleConsumer, AIGCNFT)."""
@@ -149,7 +154,7 @@ class Deployment:
 
 def deploy_protocol(
     w3: Web3,
-    sender: str,
+    sender: Sender,
     token: TokenConfig = TokenConfig(),
     sale: SaleConfig | None = SaleConfig(),
     oracle: OracleConfig = OracleConfig(),
@@ -158,8 +163,9 @@ def deploy_protocol(
     funded with `sale.sale_tokens` whose deadline is `sale.duration_s` from the latest block."""
     compiled = compile_protocol()
     gas: dict[str, int] = {}
+    me = address_of(sender)
     token_contract, gas["RevShareToken"] = deploy(
-        w3, compiled["RevShareToken"], sender, token.name, token.symbol, token.supply, sender,
+        w3, compiled["RevShareToken"], sender, token.name, token.symbol, token.supply, me,
         token.claim_share_bps, token.snapshot_interval_s, token.claim_period_s,
     )
     oracle_contract, gas["AIOracle"] = deploy(
@@ -167,13 +173,13 @@ def deploy_protocol(
     )
     consumer, gas["OracleConsumer"] = deploy(w3, compiled["OracleConsumer"], sender, oracle_contract.address)
     deployment = Deployment(
-        chain_id=w3.eth.chain_id, deployer=sender, token=token_contract.address, oracle=oracle_contract.address,
+        chain_id=w3.eth.chain_id, deployer=me, token=token_contract.address, oracle=oracle_contract.address,
         consumer=consumer.address, gas=gas,
     )
     if sale is not None:
         deadline = w3.eth.get_block("latest")["timestamp"] + sale.duration_s
         offering, gas["ModelOffering"] = deploy(
-            w3, compiled["ModelOffering"], sender, token_contract.address, sale.treasury or sender, sale.price_wei,
+            w3, compiled["ModelOffering"], sender, token_contract.address, sale.treasury or me, sale.price_wei,
             sale.unit_size, sale.soft_cap_wei, sale.hard_cap_wei, deadline,
         )
         transact(token_contract.functions.transfer(offering.address, sale.sale_tokens), sender)
@@ -181,17 +187,7 @@ def deploy_protocol(
     return deployment
 
 
-def register_model(w3: Web3, sender: str, deployment: Deployment, name: str, spec: ModelSpec,
-                   segments: list[SegmentSpec]) -> int:
-    """Register a model with the deployment's AIOracle; records and returns its model id."""
-    oracle = deployment.contract(w3, "AIOracle")
-    receipt = transact(oracle.functions.registerModel(spec.as_tuple(), [(s.verifier, s.zk) for s in segments]), sender)
-    model_id = oracle.events.ModelRegistered().process_receipt(receipt)[0]["args"]["modelId"]
-    deployment.models[name] = model_id
-    return model_id
-
-
-def deploy_nft(w3: Web3, sender: str, deployment: Deployment, model_id: int, mint_fee_wei: int = 10**15,
+def deploy_nft(w3: Web3, sender: Sender, deployment: Deployment, model_id: int, mint_fee_wei: int = 10**15,
                royalty_bps: int = 500, name: str = "IMO AIGC", symbol: str = "AIGC") -> str:
     """Deploy the ERC-7007 collection of a registered 64-output (8x8 image) model."""
     nft, deployment.gas["AIGCNFT"] = deploy(
@@ -201,29 +197,28 @@ def deploy_nft(w3: Web3, sender: str, deployment: Deployment, model_id: int, min
     return nft.address
 
 
-def transact(fn, sender: str, value: int = 0, gas: int | None = None):
-    """Send a contract call as a transaction and return its receipt; a revert becomes one ChainError line."""
-    params = {"from": sender, "value": value}
+def transact(fn, sender: Sender, value: int = 0, gas: int | None = None):
+    """Send a contract call as a transaction and return its receipt; a revert becomes a ContractRevertError, any
+    other failure one ChainError line. A LocalAccount signs locally (any RPC); an address must be unlocked (anvil)."""
+    params = {"from": address_of(sender), "value": value}
     if gas is not None:
         params["gas"] = gas
+    w3 = fn.w3
     try:
         if gas is not None:
-            fn.call(params)  # with a fixed gas limit there is no estimate to surface the revert reason
-        receipt = fn.w3.eth.wait_for_transaction_receipt(fn.transact(params))
+            fn.call(params, block_identifier="pending")  # with a fixed gas limit there is no estimate to surface the revert reason
+        else:  # estimated against the next block: a reveal must come in a later block than its commitment
+            params["gas"] = fn.estimate_gas(params, block_identifier="pending") * 6 // 5
+        if isinstance(sender, str):
+            tx_hash = fn.transact(params)
+        else:
+            params["nonce"] = w3.eth.get_transaction_count(sender.address, "pending")
+            tx_hash = w3.eth.send_raw_transaction(sender.sign_transaction(fn.build_transaction(params)).raw_transaction)
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
     except ContractCustomError as exc:
-        raise ChainError(f"{fn.fn_name} reverted: {error_name(exc.data)}") from None
+        raise ContractRevertError(fn.fn_name, *decode_revert(exc.data)) from None
     except Exception as exc:
-        raise ChainError(f"{fn.fn_name} failed: {exc}") from None
+        raise ChainError(f"{fn.fn_name} failed: {str(exc).splitlines()[0][:300]}") from None
     if receipt.status != 1:
         raise ChainError(f"{fn.fn_name} reverted")
     return receipt
-
-
-def to_field(v: int) -> int:
-    """A fixed-point integer as ezkl's BN254 field element (negative v is p - |v|)."""
-    return v % FIELD_MODULUS
-
-
-def from_field(x: int) -> int:
-    """Inverse of to_field for |v| < p/2."""
-    return x - FIELD_MODULUS if x > FIELD_MODULUS // 2 else x

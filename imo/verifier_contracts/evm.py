@@ -35,11 +35,17 @@ class ProofCall:
         return cls(bytes.fromhex(data["hex_proof"].removeprefix("0x")), instances)
 
 
-def deploy(w3: Web3, contract: CompiledContract, sender: str, *args) -> tuple[Contract, int]:
-    """Deploy and return (contract, gas used)."""
+def deploy(w3: Web3, contract: CompiledContract, sender, *args) -> tuple[Contract, int]:
+    """Deploy and return (contract, gas used). `sender`: an unlocked address, or a LocalAccount that signs locally."""
     factory = w3.eth.contract(abi=contract.abi, bytecode=contract.bytecode)
     try:
-        receipt = w3.eth.wait_for_transaction_receipt(factory.constructor(*args).transact({"from": sender}))
+        constructor = factory.constructor(*args)
+        if isinstance(sender, str):
+            tx_hash = constructor.transact({"from": sender})
+        else:
+            tx = constructor.build_transaction({"from": sender.address, "nonce": w3.eth.get_transaction_count(sender.address, "pending")})
+            tx_hash = w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
     except Exception as exc:
         raise ChainError(f"deploying {contract.name} failed: {exc}") from None
     if receipt.status != 1:

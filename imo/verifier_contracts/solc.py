@@ -18,7 +18,11 @@ class CompiledContract:
     name: str
     abi: list
     bytecode: str
-    runtime_size: int
+    runtime: str  # deployed bytecode, hex: its keccak256 is the deployed contract's code hash (no immutables)
+
+    @property
+    def runtime_size(self) -> int:
+        return len(self.runtime) // 2
 
 
 def compile_sources(sources: dict[str, str], optimizer_runs: int = 200, via_ir: bool = False) -> dict[str, CompiledContract]:
@@ -44,7 +48,7 @@ def compile_sources(sources: dict[str, str], optimizer_runs: int = 200, via_ir: 
         output = _run_solc(payload, modules)
         atomic_write_bytes(cached, json.dumps(output).encode())
     return {
-        name: CompiledContract(name, c["abi"], c["evm"]["bytecode"]["object"], len(c["evm"]["deployedBytecode"]["object"]) // 2)
+        name: CompiledContract(name, c["abi"], c["evm"]["bytecode"]["object"], c["evm"]["deployedBytecode"]["object"])
         for file_contracts in output["contracts"].values()
         for name, c in file_contracts.items()
     }

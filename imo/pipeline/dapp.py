@@ -1,0 +1,131 @@
+"""The dapp's and the holder's side: request an inference and wait for it (`imo request`), read requests
+(`imo status`), and claim revenue as a token holder (`imo claim`)."""
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from eth_abi import decode
+
+from imo.circuits.fixed_point import dequantize, poseidon_commitment, quantize
+from imo.errors import ChainError, ImoError, InputShapeError, MissingArtifactError
+from imo.pipeline.chain import connect
+from imo.pipeline.oracle_node import Inbox
+from imo.proving.protocol import felt, pack_tensor
+from imo.verifier_contracts.contracts import Deployment, address_of, transact
+from imo.verifier_contracts.oracle_client import OracleClient, Status
+
+
+@dataclass(frozen=True)
+class Session:
+    """A chain connection, the deployment and who signs."""
+
+    oracle: OracleClient
+    deployment: Deployment
+
+    @classmethod
+    def open(cls, deployment_file: Path, rpc_url: str | None, signer=None) -> "Session":
+        deployment = Deployment.read(deployment_file)
+        url = rpc_url or deployment.rpc_url
+        if not url:
+            raise ChainError(f"{deployment_file} records no RPC URL; pass --rpc-url")
+        w3 = connect(url).w3
+        sender = w3.eth.accounts[signer] if isinstance(signer, int) else signer
+        return cls(OracleClient(w3, deployment.oracle, sender), deployment)
+
+
+def _read_input(path: Path) -> np.ndarray:
+    try:
+        data = json.loads(Path(path).read_text())
+        return np.asarray(data["input_data"][0], dtype=np.float32)
+    except FileNotFoundError:
+        raise MissingArtifactError(f"input {path} not found") from None
+    except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError):
+        raise InputShapeError(f"{path} is not an ezkl input file ({{\"input_data\": [[...]]}})") from None
+
+
+def request(session: Session, model_id: int, input_file: Path, inbox: Path | None = None, callback: str | None = None,
+            gas_limit: int = 0, wait: bool = False, timeout: float = 3600, poll: float = 2.0) -> dict:
+    """Pay `estimateFee` for an inference of `model_id` on the input in `input_file`. A private-input model gets the
+    input's commitment on chain and the input itself in the oracle's `inbox`; a public-input model gets the packed
+    input. With `wait`, poll until the result is final and return it."""
+    oracle = session.oracle
+    model = oracle.model(model_id)
+    if not model.registration.segments:
+        raise ImoError(f"model {model_id} is not registered on {oracle.address}")
+    sizes, scale = model.boundary_sizes, model.spec.scale
+    x = _read_input(input_file)
+    q = quantize(x, scale)
+    if sizes[0]:
+        if q.size != sizes[0]:
+            raise InputShapeError(f"model {model_id} takes {sizes[0]} input values, {input_file} has {q.size}")
+        payload = pack_tensor(q)
+    else:
+        if inbox is None:
+            raise ImoError(f"model {model_id} has a private input: pass --inbox DIR, the oracle's inbox, where the input goes off-chain")
+        payload = felt(poseidon_commitment(q)).to_bytes(32, "big")
+        path = Inbox(inbox).path(payload)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"input_data": [x.ravel().tolist()]}))
+    fee = oracle.estimate_fee(model_id, gas_limit)
+    request_id, receipt = oracle.request_callback(model_id, payload, callback, gas_limit)
+    out = {"request_id": request_id, "model_id": model_id, "fee_wei": fee, "gas": receipt.gasUsed, "input": "0x" + payload.hex()[:64]}
+    if not wait:
+        return out
+    deadline = time.monotonic() + timeout
+    while True:
+        r = oracle.request(request_id)
+        if r.status in (Status.FINALIZED, Status.CANCELLED):
+            break
+        if time.monotonic() > deadline:
+            raise ChainError(f"request {request_id} is still {r.status.name.lower()} after {timeout:.0f} s; check it later with `imo status {request_id}`")
+        time.sleep(poll)
+    return {**out, **status(session, request_id)}
+
+
+def _result(oracle: OracleClient, request_id: int) -> dict | None:
+    events = oracle.contract.events.AICallbackResult().get_logs(from_block=0, argument_filters={"requestId": request_id})
+    if not events:
+        return None
+    values, scale = decode(["int256[]", "uint256"], events[-1]["args"]["output"])
+    return {"values": list(values), "scale": scale, "output": dequantize(np.array(values), scale).tolist()}
+
+
+def status(session: Session, request_id: int) -> dict:
+    oracle = session.oracle
+    r = oracle.request(request_id)
+    if r.status == Status.NONE:
+        raise ImoError(f"there is no request {request_id} on {oracle.address}")
+    c = oracle.claim(request_id)
+    out = {"request_id": request_id, "model_id": r.model_id, "status": r.status.name.lower(), "requester": r.requester, "fee_wei": r.fee,
+           "deadline": r.deadline, "submitter": c.submitter if c.exists else None, "open_disputes": c.open_disputes if c.exists else 0}
+    if r.status == Status.FINALIZED:
+        out["result"] = _result(oracle, request_id)
+    return out
+
+
+def all_statuses(session: Session) -> list[dict]:
+    return [status(session, rid) for rid in range(1, session.oracle.fn.requestCount().call() + 1)]
+
+
+def claim(session: Session, withdraw: bool = False) -> dict:
+    """Claim the caller's revenue at every snapshot that still has some for it; with `withdraw`, also pull whatever
+    the oracle credits the caller (operator payouts, bonds, refunds)."""
+    oracle = session.oracle
+    token = session.deployment.contract(oracle.w3, "RevShareToken")
+    me = address_of(oracle.sender)
+    claimed = []
+    for snapshot_id in range(1, token.functions.currentSnapshotId().call() + 1):
+        amount = token.functions.claimableRevenue(me, snapshot_id).call()
+        if amount:
+            receipt = transact(token.functions.claim(snapshot_id), oracle.sender)
+            claimed.append({"snapshot": snapshot_id, "wei": amount, "gas": receipt.gasUsed})
+    out = {"account": me, "claimed": claimed, "claimed_wei": sum(c["wei"] for c in claimed)}
+    if withdraw:
+        credit = oracle.credits(me)
+        if credit:
+            oracle.withdraw()
+        out["withdrawn_wei"] = credit
+    return out

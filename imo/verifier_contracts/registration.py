@@ -1,0 +1,134 @@
+"""Registering a compiled plan with an AIOracle, and checking a registration before serving it.
+
+A registration is untrusted (anyone may register anything), so a node serves model m only when m's on-chain digest
+equals the digest of its own compiled plan: the same plan hash and scale, the same zk/op modes, the same boundary
+sizes, and verifiers whose deployed code hash equals the code the node compiled from its own circuits. A copy with
+an always-true verifier, another boundary layout or another plan has another digest and is ignored.
+
+Windows and bonds must fit what a dispute costs. Proving a segment takes about as long as its key setup measured at
+compile time, times two (measured on 2 cores: mlp setup 11.8 s / prove 25 s, mlp-wide 65.5 s / 85.1 s); both the
+challenger's fraud proof and the submitter's answer must fit in their windows, so each window is at least three
+worst-case proofs plus a minute. A dispute costs at most DISPUTE_GAS (commit, challenge with an on-chain ezkl verify,
+and the answer or resolve); the bond covers it twice at the reference gas price."""
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from web3 import Web3
+
+from imo.circuits.plan import Plan
+from imo.errors import ImoError
+from imo.proving.protocol import ModelSpec, Registration, SegmentSpec
+from imo.proving.segments import circuit_files
+from imo.verifier_contracts.contracts import Deployment
+from imo.verifier_contracts.evm import compile_verifier, deploy
+from imo.verifier_contracts.oracle_client import ChainModel, OracleClient
+from imo.verifier_contracts.solc import CompiledContract
+
+DISPUTE_GAS = 3_000_000
+REFERENCE_GAS_PRICE_WEI = 2 * 10**9
+BOND_MARGIN = 2
+
+
+@dataclass(frozen=True)
+class Terms:
+    """The economics a model is registered with."""
+
+    fee_wei: int = 10**15
+    bond_wei: int = 2 * 10**16
+    operator_share_bps: int = 2_000
+    challenge_window_s: int = 600
+    response_window_s: int = 600
+
+
+@dataclass(frozen=True)
+class DisputeCosts:
+    """What a dispute of this plan costs, from its compiled circuits."""
+
+    worst_proof_s: float
+    min_window_s: int
+    min_bond_wei: int
+    reference_gas_price_wei: int
+
+
+def dispute_costs(plan_file: Path, reference_gas_price_wei: int = REFERENCE_GAS_PRICE_WEI) -> DisputeCosts:
+    plan, plan_dir = Plan.load(plan_file), Path(plan_file).parent
+    setup = [json.loads(circuit_files(plan_dir, s).report.read_text())["seconds"].get("setup", 0.0) for s in plan.segments]
+    worst = 2 * max(setup)
+    return DisputeCosts(round(worst, 1), int(3 * worst + 60), DISPUTE_GAS * reference_gas_price_wei * BOND_MARGIN, reference_gas_price_wei)
+
+
+def plan_verifiers(plan_file: Path) -> list[CompiledContract]:
+    """Each segment's ezkl verifier, compiled here from the plan's own circuits."""
+    plan, plan_dir = Plan.load(plan_file), Path(plan_file).parent
+    return [compile_verifier(circuit_files(plan_dir, s).verifier_sol) for s in plan.segments]
+
+
+def expected_registration(plan_file: Path, spec: ModelSpec, verifier_addresses: list[str]) -> Registration:
+    """The registration of this compiled plan with `spec` and verifiers at these addresses."""
+    plan = Plan.load(plan_file)
+    code_hashes = tuple(bytes(Web3.keccak(hexstr=c.runtime)) for c in plan_verifiers(plan_file))
+    segments = tuple(SegmentSpec(a, s.mode == "zk") for a, s in zip(verifier_addresses, plan.segments))
+    return Registration(spec, segments, tuple(plan.boundary_sizes()), code_hashes)
+
+
+def registration_problems(plan_file: Path, model: ChainModel, terms: Terms | None = None) -> list[str]:
+    """Why a node must not serve `model` with this plan (empty: serve it). With `terms`, the economics must be those."""
+    plan = Plan.load(plan_file)
+    spec = model.spec
+    if spec.plan_hash != bytes.fromhex(plan.plan_hash):
+        return [f"model {model.model_id} is another plan ({spec.plan_hash.hex()[:12]}…)"]
+    if len(model.registration.segments) != len(plan.segments):
+        return [f"model {model.model_id} has {len(model.registration.segments)} segments, the plan {len(plan.segments)}"]
+    problems = []
+    expected = expected_registration(plan_file, spec, [s.verifier for s in model.registration.segments])
+    if expected.digest() != model.digest:
+        bad = [k + 1 for k, (a, b) in enumerate(zip(expected.code_hashes, model.registration.code_hashes)) if a != b]
+        what = f"verifier code of segment(s) {bad} differs from this plan's" if bad else "modes, boundary sizes or scale differ from this plan's"
+        problems.append(f"model {model.model_id}: registration digest {model.digest.hex()[:12]}… ≠ {expected.digest().hex()[:12]}… ({what})")
+    if spec.scale != plan.scale:
+        problems.append(f"model {model.model_id}: scale {spec.scale} ≠ the plan's {plan.scale}")
+    if terms is not None:
+        want = (terms.fee_wei, terms.bond_wei, terms.operator_share_bps, terms.challenge_window_s, terms.response_window_s)
+        got = (spec.fee_wei, spec.bond_wei, spec.operator_share_bps, spec.challenge_window_s, spec.response_window_s)
+        if want != got:
+            problems.append(f"model {model.model_id}: terms (fee, bond, share, windows) {got} ≠ the expected {want}")
+    if any(not s.zk for s in model.registration.segments):
+        costs = dispute_costs(plan_file)
+        if min(spec.challenge_window_s, spec.response_window_s) < costs.min_window_s:
+            problems.append(f"model {model.model_id}: windows {spec.challenge_window_s}/{spec.response_window_s} s are shorter than a dispute needs ({costs.min_window_s} s)")
+    return problems
+
+
+def register_plan(oracle: OracleClient, deployment: Deployment, plan_file: Path, name: str, terms: Terms = Terms(),
+                  reference_gas_price_wei: int = REFERENCE_GAS_PRICE_WEI) -> tuple[int, bytes, DisputeCosts]:
+    """Deploy every segment's ezkl verifier and register the plan as model `name` with `terms`, after checking the
+    terms against what a dispute costs; records the model in `deployment`. Returns (model id, digest, costs)."""
+    plan = Plan.load(plan_file)
+    costs = dispute_costs(plan_file, reference_gas_price_wei)
+    has_op = any(s.mode == "op" for s in plan.segments)
+    if has_op and min(terms.challenge_window_s, terms.response_window_s) < costs.min_window_s:
+        raise ImoError(f"challenge and response windows must be at least {costs.min_window_s} s for this plan (a fraud proof takes up to "
+                       f"~{costs.worst_proof_s:.0f} s on this machine); got {terms.challenge_window_s}/{terms.response_window_s} s")
+    if terms.bond_wei < costs.min_bond_wei:
+        raise ImoError(f"the bond must cover a dispute ({DISPUTE_GAS:,} gas at {reference_gas_price_wei / 1e9:g} gwei, ×{BOND_MARGIN}): "
+                       f"at least {costs.min_bond_wei} wei, got {terms.bond_wei}")
+    windows = (terms.challenge_window_s, terms.response_window_s) if has_op else (0, 0)
+    spec = ModelSpec(bytes.fromhex(plan.model_sha256), bytes.fromhex(plan.plan_hash), deployment.token, terms.fee_wei,
+                     terms.bond_wei, terms.operator_share_bps, *windows, plan.scale)
+    sender = oracle.sender if isinstance(oracle.sender, str) else oracle.sender.address
+    addresses = []
+    for seg, compiled in zip(plan.segments, plan_verifiers(plan_file)):
+        verifier, gas = deploy(oracle.w3, compiled, oracle.sender)
+        deployment.verifiers[f"{name}/seg{seg.index}"] = verifier.address
+        deployment.gas[f"Halo2Verifier {name}/seg{seg.index}"] = gas
+        addresses.append(verifier.address)
+    expected = expected_registration(plan_file, spec, addresses)
+    model_id, digest, receipt = oracle.register(spec, list(expected.segments), list(expected.boundary_sizes))
+    if digest != expected.digest():
+        raise ImoError(f"registered model {model_id} has digest {digest.hex()}, expected {expected.digest().hex()}")
+    deployment.models[name] = model_id
+    deployment.registrations[name] = {"model_id": model_id, "digest": "0x" + digest.hex(), "terms": asdict(terms), "registrant": sender}
+    deployment.gas[f"registerModel {name}"] = receipt.gasUsed
+    return model_id, digest, costs
