@@ -23,25 +23,28 @@ def demo(tmp_path_factory):
     return json.loads(summary_file.read_text())
 
 
-def test_plan_is_a_zk_then_op_hybrid(demo):
+def test_plan_is_a_zk_then_op_hybrid_with_public_op_boundaries(demo):
     assert [s["mode"] for s in demo["plan"]["segments"]] == ["zk", "op"]
-    assert demo["tampered_zk_proof_rejected"] is True
+    sizes = demo["plan"]["boundary_sizes"]
+    assert sizes[0] == 0 and all(sizes[1:])  # the private input is a commitment; everything next to op is public
+    assert demo["plan"]["terms"]["challenge_window_s"] >= demo["plan"]["dispute_costs"]["min_window_s"]
 
 
-def test_the_dishonest_answer_is_caught_and_every_request_finalized(demo):
-    assert demo["fraud_caught"] >= 1
-    assert demo["fraud"]["bond_slashed_wei"] > 0
-    assert demo["fees"]["operator_credits_wei"]["challenger"] == demo["fraud"]["bond_slashed_wei"]
-    assert demo["fees"]["refunded_to_requester_wei"] == FEE  # the slashed request's fee went back to the requester
-    assert sum(r["model"] == "mlp" for r in demo["requests"]) >= 4
+def test_a_forged_proof_and_a_wrong_output_are_slashed_and_every_request_finalized(demo):
+    assert demo["fraud_caught"] == 2
+    forged, lied = demo["fraud"]
+    assert forged["kind"] == "invalid zk proof" and lied["kind"] == "wrong output, unanswered dispute"
+    for f in demo["fraud"]:
+        assert f["to_challenger_wei"] + f["to_token_wei"] == f["bond_slashed_wei"] and f["to_token_wei"] > 0
+    assert sum(r["model"] == "mlp" for r in demo["requests"]) >= 5
     assert all(r["status"] == "finalized" for r in demo["requests"])
-    assert [r["id"] for r in demo["requests"] if r["fraud_caught"]] == [demo["fraud"]["request"]]
+    assert {r["id"] for r in demo["requests"] if r["disputed"]} == {forged["request"], lied["request"]}
 
 
-def test_holders_claim_exactly_their_share_of_the_released_revenue(demo):
+def test_holders_claim_exactly_their_share_of_fees_and_slashed_bonds(demo):
     first, second = demo["snapshots"]
-    honest_answers = sum(r["model"] == "mlp" for r in demo["requests"]) - demo["fraud_caught"]  # reopened: no fee
-    assert first["revenue_wei"] == honest_answers * FEE * (10_000 - OPERATOR_BPS) // 10_000
+    answers = sum(r["model"] == "mlp" for r in demo["requests"])  # slashed requests keep their fee: all are paid
+    assert first["revenue_wei"] == answers * FEE * (10_000 - OPERATOR_BPS) // 10_000 + demo["fees"]["slashed_to_token_wei"]
     for snap in (first, second):
         assert snap["claimable_wei"] == snap["revenue_wei"] * CLAIM_SHARE_BPS // 10_000
         assert len(snap["claims"]) == 3
@@ -62,6 +65,9 @@ def test_one_nft_minted_and_its_royalty_paid_to_the_token(demo):
 
 def test_eth_is_conserved_and_the_summary_has_gas_and_timings(demo):
     assert demo["eth_conserved"] is True
-    assert demo["gas"]["node submit"] > 0 and demo["gas"]["node challenge"] > 0
+    gas = demo["gas"]
+    assert gas["node submit"] > 0 and gas["node challenge"] > 0 and gas["node disputeProof"] > 0 and gas["node resolve"] > 0
+    parts = gas["happy_path_parts"]
+    assert gas["happy_path_per_request"] == parts["request"] + parts["commit"] + parts["submit"] + parts["finalize"]
     assert demo["latency_s"]["request_to_finalized_excluding_window_mean"] > 0
     assert demo["timings"]["total"] > 0

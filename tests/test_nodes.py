@@ -221,12 +221,13 @@ def test_honest_answers_are_finalized_never_challenged_and_eth_is_conserved(mark
     # money: revenue to the token, operator share and bond back to the oracle, callback gas to the finalizer
     split = {e["requestId"]: e for e in m.events("AIRequestFinalized")}
     assert sorted(split) == rids
+    spec = m.client.model(m.model_id).spec
     revenue = sum(e["modelRevenue"] for e in split.values())
-    assert revenue == 2 * m.client.model(m.model_id).spec.fee_wei * (10_000 - 2_000) // 10_000
+    assert revenue == 2 * spec.fee_wei * (10_000 - spec.operator_share_bps) // 10_000
     assert w3.eth.get_balance(m.deployment.token) - before[m.deployment.token] == revenue
     assert m.wealth(a[HONEST]) - wealth[a[HONEST]] == sum(e["operatorPayout"] for e in split.values()) - gas_paid(w3, start, a[HONEST])
     assert m.wealth(a[CHALLENGER]) - wealth[a[CHALLENGER]] == sum(e["finalizerPayout"] for e in split.values()) - gas_paid(w3, start, a[CHALLENGER])
-    assert all(e["finalizerPayout"] == CALLBACK_GAS * 2 * 10**9 for e in split.values())
+    assert all(e["finalizerPayout"] == CALLBACK_GAS * m.client.fn.callbackGasPrice().call() for e in split.values())
     for who in (HONEST, CHALLENGER):
         m.client.as_sender(a[who]).withdraw()
     assert m.client.credits(a[HONEST]) == m.client.credits(a[CHALLENGER]) == 0
@@ -322,7 +323,8 @@ def test_randomized_dishonest_answers_are_all_slashed_then_answered_honestly(mar
     # money: fees went to the token and the honest operator; slashed bonds to the challenger and the token
     split = {e["requestId"]: e for e in m.events("AIRequestFinalized")}
     assert sorted(split) == rids and sum(e["modelRevenue"] + e["operatorPayout"] for e in split.values()) == sum(fees.values())
-    assert w3.eth.get_balance(m.deployment.token) - token_before == count * (m.bond - m.bond // 2) + sum(e["modelRevenue"] for e in split.values())
+    revenue = sum(e["modelRevenue"] for e in split.values())
+    assert w3.eth.get_balance(m.deployment.token) - token_before == count * (m.bond - m.bond // 2) + revenue
     assert m.wealth(a[HONEST]) - wealth[a[HONEST]] == sum(e["operatorPayout"] for e in split.values()) - gas_paid(w3, start, a[HONEST])
     assert m.wealth(a[REQUESTER]) - wealth[a[REQUESTER]] == -sum(fees.values()) - gas_paid(w3, start, a[REQUESTER])
     assert before - sum(w3.eth.get_balance(who) for who in tracked) == gas_paid(w3, start)

@@ -128,10 +128,10 @@ def prove_plan(plan_path: Path, input_path: Path, out_dir: Path, executor=None, 
             return b
 
         for segment in tqdm(plan.segments, desc="execute", unit="seg", disable=quiet, leave=False):
-            files, seg_dir = circuits[segment.index], tmp / f"seg{segment.index}"
-            seg_dir.mkdir()
+            files = circuits[segment.index]
             start = time.perf_counter()
             if segment.mode == "zk":  # the prover needs ezkl's witness file: private, and deleted once proven
+                (tmp / f"seg{segment.index}").mkdir()  # will hold the proof
                 seg_input, seg_witness = private / f"seg{segment.index}-input.json", private / f"seg{segment.index}-witness.json"
                 write_quantized_input(seg_input, q_prev)
                 witness = call_ezkl("witness", ezkl.gen_witness, str(seg_input), str(files.compiled), str(seg_witness))
