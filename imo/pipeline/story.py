@@ -220,6 +220,7 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
         s.timings["2_register"] = round(time.perf_counter() - t, 3)
 
         # ------------------------------------------------------------ 3. requests, fraud, disputes
+        token_start = s.balance(dep.token)
         inbox = Inbox({})
         xs = _calibration(cached_export(model).onnx_path, plan.segments[0].input_shape)[: honest_requests + 2]
         common = {"deployment": dep, "plan_file": plan_file, "poll_interval": 0.2}
@@ -292,8 +293,8 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
         honest.step()
         liar.step()
         watcher.step()
-        for rid in (forged_rid, fraud_rid):
-            assert honest.state.request(rid).status == "submitted" and watcher.state.request(rid).status == "ok"
+        for rid in (forged_rid, fraud_rid):  # the forged request's re-answer may already be past its window
+            assert honest.state.request(rid).status in ("submitted", "finalized") and watcher.state.request(rid).status in ("ok", "finalized")
         reanswered_at = time.time()
         say(f"      requests {forged_rid} and {fraud_rid} re-answered honestly for their escrowed fees; the challenger checked all "
             f"{len(rids) + 4} submissions")
@@ -302,9 +303,7 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
         # ------------------------------------------------------------ 4. finalize, snapshot, claim
         say(f"[4/5] {terms.challenge_window_s} s challenge windows pass; the challenger finalizes (and is paid the callback gas); fees go to "
             f"the token; snapshot; holders claim …")
-        token_before = s.balance(dep.token)
         s.advance(terms.challenge_window_s)
-        window_passed = time.time()
         t = time.perf_counter()
         watcher.step()
         s.timings["4_finalize"] = round(time.perf_counter() - t, 3)
@@ -313,8 +312,7 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
         finalized = [e["args"] for e in oracle.contract.events.AIRequestFinalized().get_logs(from_block=start_block)]
         released = sum(e["modelRevenue"] for e in finalized)
         slashed_to_token = sum(e["toToken"] for e in slashed)
-        assert s.balance(dep.token) - token_before == released
-        assert released + slashed_to_token == token.functions.pendingRevenue().call()
+        assert s.balance(dep.token) - token_start == released + slashed_to_token == token.functions.pendingRevenue().call()
         consumer = dep.contract(w3, "OracleConsumer")
         delivered = sum(bool(consumer.functions.outputOf(r).call()) for r in all_rids)
         say(f"      {len(finalized)} results finalized, {delivered} delivered to the consumer dapp; {_eth(released)} of fees released to the "
@@ -327,15 +325,11 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
         say(f"      snapshot {snap1['snapshotId']}: {_eth(snap1['claimable'])} claimable ({TokenConfig().claim_share_bps / 100:.0f} % of "
             f"{_eth(released + slashed_to_token)}); " + ", ".join(f"buyer {n + 1} claimed {_eth(c['claimed_wei'])} = {c['share']:.0%}" for n, c in enumerate(claims)))
 
-        # latency: request → submitted, plus window end → finalized (the window itself excluded)
-        latencies = []
-        for rid in rids:
-            submitted_at = dict(honest.state.history(rid))["submitted"]
-            finalized_at = dict(watcher.state.history(rid))["finalized"]
-            latencies.append(round(submitted_at - requested[rid] + finalized_at - window_passed, 3))
-        fraud_latency = round(reanswered_at - requested[fraud_rid] + dict(watcher.state.history(fraud_rid))["finalized"] - window_passed, 3)
-        say(f"      end-to-end latency request → finalized result (windows excluded): {np.mean(latencies):.1f} s mean for honest answers, "
-            f"{fraud_latency:.1f} s for the request that went through a dispute")
+        # latency: request → a submitted result, which is final as soon as its window passes undisputed (windows excluded)
+        latencies = [round(dict(honest.state.history(rid))["submitted"] - requested[rid], 3) for rid in rids]
+        fraud_latency = round(reanswered_at - requested[fraud_rid], 3)
+        say(f"      latency request → submitted result (final when its window passes): {np.mean(latencies):.1f} s mean for honest answers, "
+            f"{fraud_latency:.1f} s for the request that went through a dispute (its response window excluded)")
         happy = s.happy_path_gas(honest, watcher, rids[0])
         say(f"      protocol gas of one request (no callback): request {happy['request']:,} + commit {happy['commit']:,} + submit "
             f"{happy['submit']:,} + finalize {happy['finalize']:,} = {happy['total']:,}")
