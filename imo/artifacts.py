@@ -39,7 +39,7 @@ DESCRIPTION = {
     PROOF: "an ezkl proof file",
     SETTINGS: "ezkl circuit settings",
     KEYSTORE: "an encrypted keystore",
-    OTHER_JSON: "a JSON file of no kind imo writes",
+    OTHER_JSON: "a JSON file imo does not recognise",
     TEXT: "a text file that is not JSON",
     BINARY: "a binary file that is not an ONNX model",
     EMPTY: "an empty file",

@@ -56,6 +56,22 @@ def atomic_dir(out_dir: Path, derived: tuple[str, ...] = ()) -> Iterator[Path]:
         raise
 
 
+def private_dir(path: Path) -> Path:
+    """A folder only its owner can enter (0700 whatever the umask), for private inputs and tensors."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Create a file only its owner can read or write (0600 from the start, whatever the umask)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file so readers see either the old content or the new, never a torn one."""
     path = Path(path)

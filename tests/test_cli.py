@@ -2,8 +2,9 @@
 traceback), every flag either works or is refused in one line, private data stays out of shareable artifacts, and
 artifacts find their neighbours relative to themselves, so every command works from any directory.
 
-The plan run is the mlp with a private input layer (zk) and an op layer, compiled with the same calibration batch as
-tests/test_hybrid.py: its circuits and proof come from the shared artifact store."""
+The plan run is a tiny 4→4→2 MLP, fully zk per layer with a private input (two zk proofs, two hashed boundaries),
+made by the CLI itself from four different working directories; its circuits and proofs come from the artifact store
+after the first run. The wrong-artifact matrix runs each command in a fresh process and fails before any heavy work."""
 
 import json
 import os
@@ -71,6 +72,7 @@ def kinds(tmp_path_factory) -> dict[str, Path]:
         "run-dir": root / "run",
         "other-json": root / "card.json",
         "input-not-a-list": root / "input-str.json",
+        "proof-dir": root / "proof",
     }
     paths["empty"].write_text("")
     paths["dir"].mkdir()
@@ -84,6 +86,8 @@ def kinds(tmp_path_factory) -> dict[str, Path]:
     paths["run"].write_text(json.dumps({"plan": "../plan/plan.json", "plan_hash": Plan.load(plan_file).plan_hash, "boundaries": []}))
     paths["other-json"].write_text(json.dumps({"name": "mlp", "params": 1}))
     paths["input-not-a-list"].write_text(json.dumps({"input_data": "nope"}))
+    paths["proof-dir"].mkdir()
+    (paths["proof-dir"] / "proof.json").write_text(json.dumps({"instances": [], "proof": []}))
     return paths
 
 
@@ -92,7 +96,7 @@ def test_artifacts_are_recognised_by_content_not_name(kinds, tmp_path):
                 "empty": artifacts.EMPTY, "dir": artifacts.DIRECTORY, "text": artifacts.TEXT, "binary": artifacts.BINARY,
                 "truncated-onnx": artifacts.BINARY, "missing": artifacts.MISSING, "bad-deployment": artifacts.DEPLOYMENT,
                 "deployment": artifacts.DEPLOYMENT, "run": artifacts.RUN, "run-dir": artifacts.RUN_DIR,
-                "other-json": artifacts.OTHER_JSON, "input-not-a-list": artifacts.OTHER_JSON}
+                "other-json": artifacts.OTHER_JSON, "input-not-a-list": artifacts.OTHER_JSON, "proof-dir": artifacts.PROOF_DIR}
     assert {name: artifacts.kind_of(path) for name, path in kinds.items()} == expected
     disguised = tmp_path / "plan.json"  # an ONNX model named like a plan is still a model
     shutil.copy(kinds["onnx"], disguised)
@@ -159,7 +163,11 @@ def test_an_unexpected_exception_is_still_one_line(monkeypatch, capsys):
     monkeypatch.delenv("IMO_DEBUG", raising=False)
     assert cli.main(["models"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("imo: error: unexpected RuntimeError: first second")
+    assert err.count("\n") == 1 and err.startswith("imo: error: unexpected RuntimeError: first second at test_cli.py:")
+    assert "IMO_DEBUG=1 shows the traceback" in err
+    monkeypatch.setenv("IMO_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        cli.main(["models"])
 
 
 # ------------------------------------------------------------------ flags do what they say, or are refused
@@ -170,10 +178,13 @@ def test_an_unexpected_exception_is_still_one_line(monkeypatch, capsys):
     (["prove", "{plan}", "{input}", "--srs", "{input}"], "--srs: a plan's segments prove with the SRS"),
     (["prove", "{plan}", "{input}", "--address", "127.0.0.1:6379"], "--address: is the Ray cluster's address; add --executor ray"),
     (["prove", "{plan}", "{input}", "--executor", "ray", "--workers", "2"], "--workers: sets the local executor's pool size"),
+    (["prove", "{plan}", "{input}", "--executor", "ray", "--gpu"], "--gpu: turns on the GPU prover of this machine"),
     (["prove", "{onnx}", "{input}", "--workers", "2"], "--workers: applies to plans"),
     (["prove", "{onnx}", "{input}", "--executor", "local"], "--executor: applies to plans"),
     (["prove", "{onnx}", "{input}", "--address", "127.0.0.1:6379"], "--address: applies to plans"),
     (["verify", "{run-dir}", "--rpc-url", "http://127.0.0.1:8545"], "--rpc-url: is the chain --onchain verifies on"),
+    (["verify", "{proof-dir}", "--plan", "{plan}"], "--plan: applies to plan runs"),
+    (["deploy", "--out", "{dir}", "--account", "0"], "--account: $IMO_PRIVATE_KEY already names the signing key"),
     (["register", "{zk-plan}", "--deployment", "{deployment}", "--window", "900"], "--window: "),
     (["request", "1", "{input}", "--deployment", "{deployment}", "--timeout", "5"], "--timeout: bounds --wait; add --wait"),
     (["request", "1", "{input}", "--deployment", "{deployment}", "--gas-limit", "100000"], "--gas-limit: is the gas of the --callback call"),
@@ -185,12 +196,13 @@ def test_an_unexpected_exception_is_still_one_line(monkeypatch, capsys):
     (["deploy", "--out", "{input}"], "--out: "),
     (["bench", "--out", "{dir}", "--models", "nope"], "--models: unknown model(s) nope"),
 ])
-def test_flags_that_would_do_nothing_are_refused(argv, refused, kinds, tmp_path, capsys):
+def test_flags_that_would_do_nothing_are_refused(argv, refused, kinds, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("IMO_PRIVATE_KEY", "0x" + "22" * 32)
     zk_plan = tmp_path / "zk-plan"
     if "{zk-plan}" in argv:
         write_plan(*make_plan(cached_export("mlp").onnx_path), zk_plan)  # fully zk: nothing to dispute, no window
     fill = {"{plan}": kinds["plan"], "{input}": kinds["input"], "{onnx}": kinds["onnx"], "{deployment}": kinds["deployment"],
-            "{run-dir}": kinds["run-dir"], "{dir}": kinds["dir"], "{zk-plan}": zk_plan / "plan.json"}
+            "{run-dir}": kinds["run-dir"], "{dir}": kinds["dir"], "{zk-plan}": zk_plan / "plan.json", "{proof-dir}": kinds["proof-dir"]}
     argv = [str(fill.get(a, a)) for a in argv]
     if argv[0] == "prove":
         argv += ["--out", str(tmp_path / "out")]
@@ -212,93 +224,123 @@ def test_gpu_without_a_gpu_prover_is_an_error_before_any_work(model, kinds, tmp_
 # ------------------------------------------------------------------ paths: relative to the artifact, from any directory
 
 
-def test_plan_records_its_model_relative_to_itself_and_loads_it_absolute(tmp_path):
-    model_dir = tmp_path / "models"
-    model_dir.mkdir()
-    shutil.copy(cached_export("mlp").onnx_path, model_dir / "model.onnx")
-    plan_file = write_plan(*make_plan(Path(os.path.relpath(model_dir / "model.onnx"))), tmp_path / "plans" / "p")
+def test_plan_records_its_model_relative_to_itself_and_loads_it_absolute(tmp_path, monkeypatch):
+    model = tmp_path / "models" / "model.onnx"
+    model.parent.mkdir()
+    shutil.copy(cached_export("mlp").onnx_path, model)
+    monkeypatch.chdir(tmp_path)
+    plan_file = write_plan(*make_plan(Path("models/model.onnx")), Path("plans/p"))
     assert json.loads(plan_file.read_text())["model"] == "../../models/model.onnx"
-    assert Plan.load(plan_file).model == str((model_dir / "model.onnx").resolve())
-    shutil.move(tmp_path / "plans", tmp_path / "models" / "plans")  # the plan moved: its model is two levels up no more
-    assert not Path(Plan.load(model_dir / "plans" / "p" / "plan.json").model).exists()
-    body = json.loads(plan_file.with_name("x").parent.parent.parent.joinpath("models/plans/p/plan.json").read_text())
-    body["model"] = str(model_dir / "model.onnx")  # an absolute path, as older plans hold, still works
-    (model_dir / "plans" / "p" / "plan.json").write_text(json.dumps(body))
-    assert Plan.load(model_dir / "plans" / "p" / "plan.json").model == str(model_dir / "model.onnx")
+    monkeypatch.chdir(model.parent)
+    assert Plan.load(tmp_path / plan_file).model == str(model.resolve())
+    body = json.loads((tmp_path / plan_file).read_text())
+    body["model"] = str(model)  # an absolute path, as older plans hold, still works
+    (tmp_path / plan_file).write_text(json.dumps(body))
+    assert Plan.load(tmp_path / plan_file).model == str(model)
+
+
+TINY_SEED = 0
 
 
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
     """The whole plan pipeline through the CLI, each command from a different working directory and with relative
-    paths: plan (from a/), compile (from b/, default calibration beside the model), prove (from c/). Returns the work
-    tree, the run directory and the prove command's JSON."""
+    paths: plan (from a/), compile (from b/, the default calibration beside the model), prove (from c/). The model is
+    a tiny 4→4→2 MLP planned fully zk per layer with a private input, so both boundaries before the output are
+    hashed (the private input, and the tensor between two zk segments) and there are two zk proofs (deterministic:
+    after the first run they come from the artifact store). Returns (root, run directory, the prove command's JSON)."""
+    import torch
+    from torch import nn
+
+    from imo.models.export import export_onnx
+
     root = tmp_path_factory.mktemp("cli")
-    work = root / "work"
-    exported = cached_export("mlp")
-    model_dir = work / "models" / "mlp"
+    model_dir = root / "work" / "models" / "tiny"
     model_dir.mkdir(parents=True)
-    shutil.copy(exported.onnx_path, model_dir / "model.onnx")
-    shutil.copy(exported.input_path, model_dir / "input.json")
-    sig = onnx_io.signature(onnx_io.load_model(exported.onnx_path))
-    batch = onnx_io.load_batch(exported.onnx_path.with_name("calibration.json"), sig)[:8]  # as tests/test_hybrid.py: shared circuits
-    (model_dir / "calibration.json").write_text(json.dumps({"input_data": [batch.ravel().tolist()]}))
+    torch.manual_seed(TINY_SEED)
+    rng = np.random.default_rng(TINY_SEED)
+    x = rng.uniform(-1, 1, (1, 4)).astype(np.float32)
+    export_onnx(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).eval(), x, model_dir / "model.onnx")
+    (model_dir / "input.json").write_text(json.dumps({"input_data": [x.ravel().tolist()]}))
+    (model_dir / "calibration.json").write_text(json.dumps({"input_data": [rng.uniform(-1, 1, (8, 4)).astype(np.float32).ravel().tolist()]}))
     for d in "abcd":
         (root / d).mkdir()
-    proc = imo("plan", "../work/models/mlp/model.onnx", "--private-input", "--budget-logrows", "14", "--out", "../work/plans/mlp", cwd=root / "a")
+    proc = imo("plan", "../work/models/tiny/model.onnx", "--private-input", "--no-merge", "--out", "../work/plans/tiny", cwd=root / "a")
     assert proc.returncode == 0, proc.stderr
-    proc = imo("compile", "../work/plans/mlp/plan.json", "--quiet", cwd=root / "b")
+    proc = imo("compile", "../work/plans/tiny/plan.json", "--quiet", cwd=root / "b")
     assert proc.returncode == 0, proc.stderr
-    proc = imo("prove", "../work/plans/mlp/plan.json", "../work/models/mlp/input.json", "--out", "../work/runs/r1", "--quiet", "--json", cwd=root / "c")
+    proc = imo("prove", "../work/plans/tiny/plan.json", "../work/models/tiny/input.json", "--out", "../work/runs/r1", "--quiet", "--json", cwd=root / "c")
     assert proc.returncode == 0, proc.stderr
-    return root, work / "runs" / "r1", json.loads(proc.stdout)
+    return root, root / "work" / "runs" / "r1", json.loads(proc.stdout)
 
 
 def test_plan_and_run_refer_to_their_neighbours_relative_to_themselves(cli_run):
     root, run_dir, _ = cli_run
-    assert json.loads((root / "work" / "plans" / "mlp" / "plan.json").read_text())["model"] == "../../models/mlp/model.onnx"
-    assert json.loads((run_dir / "run.json").read_text())["plan"] == "../../plans/mlp/plan.json"
+    plan = json.loads((root / "work" / "plans" / "tiny" / "plan.json").read_text())
+    assert plan["model"] == "../../models/tiny/model.onnx" and [s["mode"] for s in plan["segments"]] == ["zk", "zk"]
+    assert json.loads((run_dir / "run.json").read_text())["plan"] == "../../plans/tiny/plan.json"
 
 
 def test_verify_works_from_any_directory_and_after_the_tree_moves(cli_run, tmp_path):
     root, run_dir, _ = cli_run
     proc = imo("verify", "../work/runs/r1", "--json", cwd=root / "d")
-    assert proc.returncode == 0 and json.loads(proc.stdout)["linked"], proc.stderr
+    assert proc.returncode == 0 and [v["segment"] for v in json.loads(proc.stdout)["verified"]] == [0, 1], proc.stderr
     moved = tmp_path / "elsewhere"
-    shutil.copytree(root / "work", moved)  # plan, model and run travel together
+    shutil.copytree(root / "work", moved)  # model, plan and run travel together
     (tmp_path / "cwd").mkdir()
     proc = imo("verify", moved / "runs" / "r1", "--json", cwd=tmp_path / "cwd")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["plan"] == str(moved / "runs" / "r1" / ".." / ".." / "plans" / "mlp" / "plan.json")
+    assert json.loads(proc.stdout)["plan"] == str((moved / "plans" / "tiny" / "plan.json").resolve())
+    proc = imo("compile", moved / "plans" / "tiny" / "plan.json", "--quiet", "--json", cwd=tmp_path / "cwd")  # finds its model's calibration
+    assert proc.returncode == 0 and all(r["cached"] for r in json.loads(proc.stdout)), proc.stderr
 
 
 def test_verify_onchain_checks_every_zk_segment_with_its_verifier_and_prints_gas(cli_run):
     root, _, _ = cli_run
-    proc = imo("verify", "../work/runs/r1", "--onchain", "--json", cwd=root / "d")
+    proc = imo("verify", "../work/runs/r1", "--onchain", cwd=root / "d")
     assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
-    plan = Plan.load(root / "work" / "plans" / "mlp" / "plan.json")
-    assert [r["segment"] for r in result["onchain"]] == [s.index for s in plan.segments if s.mode == "zk"] == [0]
-    assert all(r["accepted"] and 100_000 < r["verify_gas"] < 1_000_000 and r["deploy_gas"] > 0 for r in result["onchain"])
-    human = imo("verify", "../work/runs/r1", "--onchain", cwd=root / "d")
-    assert human.returncode == 0 and "seg 0 verifies on-chain at 0x" in human.stdout and "verify gas" in human.stdout
+    lines = proc.stdout.splitlines()
+    assert [line.split(" verifies on-chain")[0] for line in lines if " verifies on-chain at 0x" in line] == ["seg 0", "seg 1"]
+    assert lines[-1].startswith("total verify gas ")
+    gas = [int(line.rsplit("verify ", 1)[1].split(" gas")[0].replace(",", "")) for line in lines if " verifies on-chain at 0x" in line]
+    assert all(100_000 < g < 1_000_000 for g in gas), gas
 
 
-def test_verify_onchain_rejects_a_proof_whose_instances_were_changed(cli_run, tmp_path):
-    root, run_dir, _ = cli_run
-    tree = tmp_path / "work"
-    shutil.copytree(root / "work", tree)
+def test_verify_onchain_fails_when_a_segment_verifier_rejects_its_proof(cli_run, tmp_path):
+    from imo.errors import ProofError
     from imo.pipeline.chain import anvil
     from imo.pipeline.slice import verify_run_onchain
-    from imo.errors import ProofError
 
-    proof_file = tree / "runs" / "r1" / "seg0" / "proof.json"
+    root, _, _ = cli_run
+    tree = tmp_path / "work"
+    shutil.copytree(root / "work", tree)
+    proof_file = tree / "runs" / "r1" / "seg1" / "proof.json"
     proof = json.loads(proof_file.read_text())
     felt = bytearray(bytes.fromhex(proof["instances"][0][-1]))
-    felt[0] ^= 1
+    felt[0] ^= 1  # the lowest bit of the last public output
     proof["instances"][0][-1] = felt.hex()
     proof_file.write_text(json.dumps(proof))
-    with anvil() as chain, pytest.raises(ProofError, match="segment 0's on-chain verifier at 0x[0-9a-fA-F]+ rejected the proof"):
-        verify_run_onchain(tree / "plans" / "mlp" / "plan.json", tree / "runs" / "r1", chain)
+    with anvil() as chain:
+        results = verify_run_onchain(tree / "plans" / "tiny" / "plan.json", root / "work" / "runs" / "r1", chain)
+        assert [r.segment for r in results] == [0, 1] and all(r.accepted for r in results)
+        with pytest.raises(ProofError, match=r"segment 1's on-chain verifier at 0x[0-9a-fA-F]+ rejected the proof"):
+            verify_run_onchain(tree / "plans" / "tiny" / "plan.json", tree / "runs" / "r1", chain)
+
+
+def test_verify_onchain_of_a_run_with_no_zk_segment_is_refused(tmp_path, capsys):
+    from imo.circuits.plan import Segment
+
+    plan = Plan("m.onnx", "00", "0", 7, 1, {"input": "public"}, 1, [], [Segment(0, "op", "budget", ["n"], ["Gemm"], "input", "output", [1, 4], [1, 2], 1, 1, "segments/seg0.onnx")])
+    plan.plan_hash = plan.compute_hash()
+    (tmp_path / "plan").mkdir()
+    (tmp_path / "plan" / "plan.json").write_text(plan.to_json())
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"plan": "../plan/plan.json", "plan_hash": plan.plan_hash, "boundaries": [
+        {"index": 0, "name": "input", "shape": [1, 4], "quantized": [1, 2, 3, 4], "commitment": None},
+        {"index": 1, "name": "output", "shape": [1, 2], "quantized": [5, 6], "commitment": None}]}))
+    assert cli.main(["verify", str(tmp_path / "run"), "--onchain"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--onchain: plan" in err and "has no zk segment" in err
 
 
 # ------------------------------------------------------------------ private data stays out of shareable artifacts
@@ -307,45 +349,34 @@ def test_verify_onchain_rejects_a_proof_whose_instances_were_changed(cli_run, tm
 def test_the_run_directory_shares_only_run_json_and_proofs(cli_run):
     _, run_dir, _ = cli_run
     public = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file() and "private" not in p.relative_to(run_dir).parts)
-    assert public == ["run.json", "seg0/proof.json"]  # no input copies, no witnesses (segment internals)
+    assert public == ["run.json", "seg0/proof.json", "seg1/proof.json"]  # no input copies, no witnesses (segment internals)
     assert not list(run_dir.rglob("*witness*")) and not list(run_dir.rglob("*input*"))
 
 
-def test_the_private_input_is_only_in_the_owner_only_private_folder(cli_run):
+def test_private_tensors_are_only_in_the_owner_only_private_folder(cli_run):
     root, run_dir, printed = cli_run
-    x = onnx_io.load_input(root / "work" / "models" / "mlp" / "input.json", Plan.load(root / "work" / "plans" / "mlp" / "plan.json").input_signature())
+    x = onnx_io.load_input(root / "work" / "models" / "tiny" / "input.json", Plan.load(root / "work" / "plans" / "tiny" / "plan.json").input_signature())
     q = quantize(x, 7).ravel()
     run = json.loads((run_dir / "run.json").read_text())
-    assert run["boundaries"][0]["quantized"] is None and run["boundaries"][0]["commitment"]
+    assert [b["quantized"] is None for b in run["boundaries"]] == [True, True, False]  # the input, and the tensor between zk segments
+    assert all(b["commitment"] for b in run["boundaries"][:2])
     assert printed["boundaries"] == run["boundaries"]  # what `imo prove --json` prints is as public as run.json
-    # no public file holds the input: not as floats, not quantized, not as field elements
-    needles = [json.dumps(x.ravel().tolist()), json.dumps(q.tolist()), json.dumps(q.tolist(), separators=(",", ":")),
-               json.dumps([int_to_felt(int(v)) for v in q]), "input_data"]
-    for path in (run_dir / "run.json", run_dir / "seg0" / "proof.json"):
-        text = path.read_text()
-        assert not any(n in text for n in needles), path
-        assert not any(n in json.dumps(json.loads(text)) for n in needles), path
-    proof = json.loads((run_dir / "seg0" / "proof.json").read_text())
-    assert proof["pretty_public_inputs"]["inputs"] == [] and proof["pretty_public_inputs"]["rescaled_inputs"] == []
     # the operator keeps the hashed tensors, readable by nobody else
     private = run_dir / "private"
     assert stat.S_IMODE(private.stat().st_mode) == 0o700
     assert [p.name for p in private.iterdir()] == ["boundaries.json"]
     assert stat.S_IMODE((private / "boundaries.json").stat().st_mode) == 0o600
     hidden = json.loads((private / "boundaries.json").read_text())["boundaries"]
-    assert [b["index"] for b in hidden] == [0] and hidden[0]["quantized"] == q.tolist()
-    assert hidden[0]["commitment"] == run["boundaries"][0]["commitment"]
-
-
-def test_a_run_without_hashed_boundaries_has_no_private_folder(cli_run, tmp_path):
-    """A public-input zk → op plan: every boundary is public, so nothing private is left behind at all."""
-    root, _, _ = cli_run
-    model = root / "work" / "models" / "mlp" / "model.onnx"
-    proc = imo("plan", model, "--budget-logrows", "14", "--out", tmp_path / "plan", "--json")
-    assert proc.returncode == 0, proc.stderr
-    if [s["mode"] for s in json.loads(proc.stdout)["segments"]] != ["zk", "op"]:
-        pytest.skip("the public-input plan of mlp is not zk → op at this budget")
-    assert imo("compile", tmp_path / "plan" / "plan.json", "--quiet").returncode == 0
-    proc = imo("prove", tmp_path / "plan" / "plan.json", root / "work" / "models" / "mlp" / "input.json", "--out", tmp_path / "run", "--quiet")
-    assert proc.returncode == 0, proc.stderr
-    assert sorted(str(p.relative_to(tmp_path / "run")) for p in (tmp_path / "run").rglob("*")) == ["run.json", "seg0", "seg0/proof.json"]
+    assert [b["index"] for b in hidden] == [0, 1] and hidden[0]["quantized"] == q.tolist()
+    assert [b["commitment"] for b in hidden] == [b["commitment"] for b in run["boundaries"][:2]]
+    # no public file holds a hashed tensor: not as floats, not quantized, not as field elements
+    needles = ["input_data", json.dumps(x.ravel().tolist())]
+    for b in hidden:
+        values = b["quantized"]
+        needles += [json.dumps(values), json.dumps(values, separators=(",", ":")), json.dumps([int_to_felt(v) for v in values])]
+    for path in (run_dir / "run.json", run_dir / "seg0" / "proof.json", run_dir / "seg1" / "proof.json"):
+        text = path.read_text()
+        assert not any(n in text or n in json.dumps(json.loads(text)) for n in needles), path
+        if path.name == "proof.json":
+            pretty = json.loads(text)["pretty_public_inputs"]
+            assert pretty["inputs"] == [] and pretty["rescaled_inputs"] == []

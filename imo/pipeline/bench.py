@@ -20,7 +20,7 @@ from imo.circuits.plan import Plan, make_plan, write_plan
 from imo.models import cached_export
 from imo.pipeline.chain import anvil
 from imo.proving import onnx_io
-from imo.proving.circuit import CircuitFiles, Visibility, build_circuit, write_input
+from imo.proving.circuit import CircuitFiles, Visibility, build_circuit, write_input, write_quantized_input
 from imo.proving.executors import LocalExecutor, ProveJob
 from imo.proving.native import call_ezkl
 from imo.proving.segments import circuit_files, compile_plan, prove_plan
@@ -115,7 +115,7 @@ def bench_model(name: str, work: Path, chain, quick: bool) -> dict:
         files = circuit_files(hybrid_plan.parent, seg)
         program = FixedPointProgram(hybrid_plan.parent / seg.onnx, files.settings_dict())
         q_in = np.array(hybrid["boundaries"][seg.index]["quantized"]).reshape(seg.input_shape)
-        write_input(work / "op-input.json", q_in / 2.0**hplan.scale)
+        write_quantized_input(work / "op-input.json", q_in)
         seg_float = (q_in / 2.0**hplan.scale).astype(np.float32)
         result["op_executor"] = {
             "segment": seg.index,

@@ -56,10 +56,13 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def _model_path(arg: str) -> Path:
     """An ONNX file, or a zoo model name (exported once into the cache)."""
+    path = Path(arg)
+    if path.is_file() or (path.exists() and os.sep in arg):  # zoo names hold no separator
+        artifacts.require(path, artifacts.ONNX, role="model")
+        return path
     from imo.models import ZOO, cached_export
 
-    path = Path(arg)
-    if arg in ZOO and not path.is_file():
+    if arg in ZOO:
         return cached_export(arg).onnx_path
     if not path.exists():
         raise UnknownModelError(f"{arg}: no such file and no zoo model of that name; pass an ONNX file or one of: {', '.join(ZOO)}")
@@ -68,11 +71,12 @@ def _model_path(arg: str) -> Path:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from imo.circuits.plan import make_plan, write_plan
-
     if args.out:
         _out_dir(args.out)
-    plan, graph = make_plan(_model_path(args.model), private=args.private, private_input=args.private_input, private_weights=args.private_weights,
+    model = _model_path(args.model)
+    from imo.circuits.plan import make_plan, write_plan
+
+    plan, graph = make_plan(model, private=args.private, private_input=args.private_input, private_weights=args.private_weights,
                             budget_logrows=args.budget_logrows, scale=args.scale, merge=not args.no_merge)
     where = ""
     if args.out:
@@ -85,11 +89,13 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
 
 def cmd_compile(args: argparse.Namespace) -> None:
+    artifacts.require(Path(args.plan), artifacts.PLAN, role="plan")
+    if args.calibration:
+        artifacts.require(Path(args.calibration), artifacts.INPUT, role="--calibration")
     from imo.circuits.plan import Plan
     from imo.proving import onnx_io
     from imo.proving.segments import compile_plan
 
-    artifacts.require(Path(args.plan), artifacts.PLAN, role="plan")
     plan = Plan.load(Path(args.plan))  # its model path comes back absolute: the default calibration is found from anywhere
     if args.calibration:
         calibration = Path(args.calibration)
@@ -116,6 +122,8 @@ def cmd_prove(args: argparse.Namespace) -> None:
             _refuse("--calibration", "a plan's circuits are calibrated when compiled; pass it to `imo compile PLAN --calibration FILE`")
         if args.srs:
             _refuse("--srs", "a plan's segments prove with the SRS their circuits were set up with by `imo compile`; --srs is for monolithic proofs")
+        if args.gpu and args.executor == "ray":
+            _refuse("--gpu", "turns on the GPU prover of this machine; Ray workers prove with whatever ezkl build they have installed")
         backend = _prover_backend(args)
         return _prove_plan(args, backend)
     for flag, value in (("--executor", args.executor), ("--workers", args.workers), ("--address", args.address)):
@@ -235,12 +243,44 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from imo.pipeline.story import run_story
 
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print  # --json: stdout holds only the JSON
-    summary = run_story(Path(args.workdir), args.rpc_url, quiet=args.quiet, model=args.model, say=say)
+    if args.port is not None and not args.dashboard:
+        _refuse("--port", "is where --dashboard listens; add --dashboard")
+    summary = run_story(Path(args.workdir), args.rpc_url, quiet=args.quiet, model=args.model, say=say,
+                        dashboard=_demo_dashboard(args, say) if args.dashboard else None)
     if args.summary:
         Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
         Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n")
     if args.json:
         print(json.dumps(summary, indent=2))
+
+
+def _demo_dashboard(args: argparse.Namespace, say):
+    """`imo demo --dashboard`: at the end of the story, write deployment.json into the workdir and serve the dashboard
+    until Ctrl-C; the embedded chain stays up meanwhile."""
+    def serve(deployment, _summary) -> None:
+        from imo.pipeline.dashboard import Dashboard, serve_until_interrupted
+
+        path = deployment.write(Path(args.workdir) / "deployment.json")
+        say(f"the chain stays up at {deployment.rpc_url} (deployment: {path}; try `imo status --deployment {path}`)")
+        serve_until_interrupted(Dashboard.of(deployment, deployment.rpc_url).serve(args.port or 0), say)
+    return serve
+
+
+def cmd_dashboard(args: argparse.Namespace) -> None:
+    _deployment(args)
+    if args.once_json and args.port is not None:
+        _refuse("--port", "is where the dashboard listens; --once-json prints /api/summary and serves nothing")
+    from imo.pipeline.dashboard import Dashboard, serve_until_interrupted
+
+    dashboard = Dashboard.open(Path(args.deployment), args.rpc_url)
+    if args.once_json:
+        print(json.dumps(dashboard.summary(), indent=2))
+        return
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    server = dashboard.serve(args.port or 0)
+    if args.json:
+        print(json.dumps({"url": server.url, "rpc_url": dashboard.rpc_url}), flush=True)
+    serve_until_interrupted(server, say)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -257,10 +297,6 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_node(args: argparse.Namespace) -> None:
-    import logging
-
-    from imo.pipeline.keys import load_signer
-
     artifacts.require(Path(args.plan), artifacts.PLAN, role="--plan")
     artifacts.require(Path(args.deployment), artifacts.DEPLOYMENT, role="--deployment")
     if args.role == "challenger":
@@ -275,15 +311,18 @@ def cmd_node(args: argparse.Namespace) -> None:
         _out_dir(args.inbox, "--inbox")
     if args.state and Path(args.state).is_dir():
         _refuse("--state", f"{args.state} is a directory; pass the sqlite file to keep the node's state in")
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s")
+    import logging
+
     from imo.verifier_contracts.contracts import Deployment
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s")
 
     deployment = Deployment.read(Path(args.deployment))
     rpc_url = args.rpc_url or deployment.rpc_url
     if not rpc_url:
         raise ImoError(f"{args.deployment} records no RPC URL; pass --rpc-url")
     local = deployment.local_chain is not None and not args.rpc_url
-    signer = load_signer(args.keystore, args.account, default_index=(1 if args.role == "oracle" else 2) if local else None)
+    signer = _signer(args, default_index=(1 if args.role == "oracle" else 2) if local else None)
     common = {"rpc_url": rpc_url, "deployment": deployment, "plan_file": Path(args.plan), "account": signer,
               "state": Path(args.state or f"node-{args.role}.sqlite"), "poll_interval": args.poll if args.poll is not None else 1.0}
     if args.role == "oracle":
@@ -306,11 +345,16 @@ def cmd_node(args: argparse.Namespace) -> None:
 
 
 def _signer(args: argparse.Namespace, default_index: int | None = None):
-    from imo.pipeline.keys import load_signer
+    """Who signs: --keystore, else $IMO_PRIVATE_KEY, else the unlocked --account (or default_index). A --account that
+    a key would override is refused rather than ignored."""
+    from imo.pipeline.keys import PRIVATE_KEY_ENV, load_signer
 
-    if getattr(args, "keystore", None):
-        artifacts.require(Path(args.keystore), artifacts.KEYSTORE, role="--keystore")
-    return load_signer(getattr(args, "keystore", None), getattr(args, "account", None), default_index)
+    keystore, account = getattr(args, "keystore", None), getattr(args, "account", None)
+    if keystore:
+        artifacts.require(Path(keystore), artifacts.KEYSTORE, role="--keystore")
+    if account is not None and (keystore or os.environ.get(PRIVATE_KEY_ENV)):
+        _refuse("--account", f"{'--keystore' if keystore else '$' + PRIVATE_KEY_ENV} already names the signing key; drop one of them")
+    return load_signer(keystore, account, default_index)
 
 
 def _deployment(args: argparse.Namespace) -> Path:
@@ -327,9 +371,9 @@ def _local_default(args: argparse.Namespace) -> int | None:
 
 
 def cmd_deploy(args: argparse.Namespace) -> None:
+    _out_dir(args.out)
     from imo.pipeline.operator import deploy
 
-    _out_dir(args.out)
     signer = _signer(args, default_index=0 if not args.rpc_url else None)
     d = deploy(Path(args.out), signer, args.rpc_url)
     where = f"a local anvil in the background at {d.rpc_url} (pid {d.local_chain['pid']}; stop it with `kill {d.local_chain['pid']}`)" if d.local_chain else d.rpc_url
@@ -339,12 +383,14 @@ def cmd_deploy(args: argparse.Namespace) -> None:
 
 
 def cmd_register(args: argparse.Namespace) -> None:
+    artifacts.require(Path(args.plan), artifacts.PLAN, role="plan")
+    _deployment(args)
+    if args.keystore:
+        artifacts.require(Path(args.keystore), artifacts.KEYSTORE, role="--keystore")
     from imo.circuits.plan import Plan
     from imo.pipeline.operator import register
     from imo.verifier_contracts.registration import Terms
 
-    artifacts.require(Path(args.plan), artifacts.PLAN, role="plan")
-    _deployment(args)
     if not any(s.mode == "op" for s in Plan.load(Path(args.plan)).segments):
         for flag, value in (("--window", args.window), ("--response-window", args.response_window)):
             if value is not None:
@@ -369,8 +415,6 @@ def _session(args: argparse.Namespace, signer=None):
 
 
 def cmd_request(args: argparse.Namespace) -> None:
-    from imo.pipeline.dapp import request
-
     artifacts.require(Path(args.input), artifacts.INPUT, role="input")
     _deployment(args)
     if args.timeout is not None and not args.wait:
@@ -379,6 +423,8 @@ def cmd_request(args: argparse.Namespace) -> None:
         _refuse("--gas-limit", "is the gas of the --callback call, paid in the fee; add --callback")
     if args.inbox:
         _out_dir(args.inbox, "--inbox")
+    from imo.pipeline.dapp import request
+
     session = _session(args, _signer(args, _local_default(args)))
     if args.inbox:
         model = session.oracle.model(args.model_id)
@@ -394,9 +440,9 @@ def cmd_request(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
+    _deployment(args)
     from imo.pipeline.dapp import all_statuses, status
 
-    _deployment(args)
     session = _session(args)
     rows = [status(session, args.request_id)] if args.request_id else all_statuses(session)
     lines = [f"request {r['request_id']}: model {r['model_id']}, {r['status']}, fee {r['fee_wei']} wei"
@@ -406,9 +452,9 @@ def cmd_status(args: argparse.Namespace) -> None:
 
 
 def cmd_claim(args: argparse.Namespace) -> None:
+    _deployment(args)
     from imo.pipeline.dapp import claim
 
-    _deployment(args)
     r = claim(_session(args, _signer(args, _local_default(args))), withdraw=args.withdraw)
     human = (f"{r['account']} claimed {r['claimed_wei']} wei of revenue from {len(r['claimed'])} snapshot(s)"
              + (f"; withdrew {r['withdrawn_wei']} wei of oracle credits" if args.withdraw else ""))
@@ -557,6 +603,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rpc-url", help="use this JSON-RPC node instead of an embedded anvil")
     p.add_argument("--model", default="mlp-wide", help="the classifier the IMO is for (default mlp-wide; mlp is quick)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--dashboard", action="store_true", help="at the end, keep the chain up and serve the web dashboard until Ctrl-C (prints its URL)")
+    p.add_argument("--port", type=_non_negative_int, help="--dashboard: port on 127.0.0.1 (default: any free port)")
+
+    p = command("dashboard", cmd_dashboard, "serve a read-only web dashboard of a deployment on 127.0.0.1: requests, segments and proofs, disputes, revenue and claims, AIGC NFTs")
+    p.add_argument("--deployment", default="deployment.json", help="deployment.json written by `imo deploy` (default ./deployment.json)")
+    p.add_argument("--rpc-url", help="JSON-RPC endpoint (default: the one recorded in the deployment)")
+    p.add_argument("--port", type=_non_negative_int, help="port on 127.0.0.1 (default: any free port; the URL is printed)")
+    p.add_argument("--once-json", action="store_true", help="print /api/summary once as JSON and exit (for scripts)")
     return parser
 
 
@@ -577,10 +631,15 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the disk is full, a permission is missing, ...: the system's own words, one line
         print(f"imo: error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    except Exception as exc:  # a bug in imo: still one line, with the way to see more
+    except Exception as exc:  # a bug in imo: still one line, saying where, and how to see more
         if os.environ.get("IMO_DEBUG"):
             raise
-        print(f"imo: error: unexpected {type(exc).__name__}: {_one_line(exc)} (a bug in imo; IMO_DEBUG=1 shows the traceback)", file=sys.stderr)
+        import traceback
+
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        message = _one_line(exc).removeprefix(type(exc).__name__)
+        print(f"imo: error: unexpected {type(exc).__name__}{': ' + message if message else ''} at {Path(frame.filename).name}:{frame.lineno} "
+              f"(a bug in imo; IMO_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
     return 0
 

@@ -11,6 +11,7 @@ from eth_abi import decode
 
 from imo.circuits.fixed_point import dequantize, poseidon_commitment, quantize
 from imo.errors import ChainError, ImoError, InputShapeError, MissingArtifactError
+from imo.fsutil import private_dir, write_private
 from imo.pipeline.chain import connect
 from imo.pipeline.oracle_node import Inbox
 from imo.proving.protocol import felt, pack_tensor
@@ -67,8 +68,8 @@ def request(session: Session, model_id: int, input_file: Path, inbox: Path | Non
             raise ImoError(f"model {model_id} has a private input: pass --inbox DIR, the oracle's inbox, where the input goes off-chain")
         payload = felt(poseidon_commitment(q)).to_bytes(32, "big")
         path = Inbox(inbox).path(payload)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"input_data": [x.ravel().tolist()]}))
+        private_dir(path.parent)
+        write_private(path, json.dumps({"input_data": [x.ravel().tolist()]}))
     fee = oracle.estimate_fee(model_id, gas_limit)
     request_id, receipt = oracle.request_callback(model_id, payload, callback, gas_limit)
     out = {"request_id": request_id, "model_id": model_id, "fee_wei": fee, "gas": receipt.gasUsed, "input": "0x" + payload.hex()[:64]}

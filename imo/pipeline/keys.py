@@ -11,6 +11,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from imo.errors import ImoError
+from imo.fsutil import write_private
 
 PRIVATE_KEY_ENV = "IMO_PRIVATE_KEY"
 PASSWORD_ENV = "IMO_KEYSTORE_PASSWORD"
@@ -52,7 +53,5 @@ def write_keystore(path: Path, private_key: str, password: str) -> str:
     account = Account.from_key(private_key)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(Account.encrypt(account.key, password), f)
+    write_private(path, json.dumps(Account.encrypt(account.key, password)))
     return account.address

@@ -29,7 +29,7 @@ def deploy(out_dir: Path, signer, rpc_url: str | None = None, token: TokenConfig
     if rpc_url is None:
         state = out_dir.resolve() / "anvil-state.json"
         rpc_url, pid = start_background_anvil(state)
-        local = {"pid": pid, "state": str(state)}
+        local = {"pid": pid, "state": state.name}  # beside deployment.json
     try:
         w3 = connect(rpc_url).w3
         deployment = deploy_protocol(w3, sender_for(w3, signer), token, sale, oracle)

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from imo.circuits.fixed_point import quantize
 from imo.errors import ImoError, UnprovableClaimError
+from imo.fsutil import private_dir, write_private
 from imo.pipeline.faults import FAULTS, corrupt
 from imo.pipeline.node import Node
 from imo.pipeline.state import RequestRecord
-from imo.proving.circuit import write_input
 from imo.proving.protocol import Claim, request_input, submit_commitment, unpack_tensor
-from imo.circuits.fixed_point import dequantize
 from imo.verifier_contracts.oracle_client import Status
 
 log = logging.getLogger("imo.nodes")
@@ -44,8 +44,8 @@ class Inbox:
         """Deliver x; returns the request input (C_0) to request it with."""
         key = request_input(plan, x)
         if self.dir is not None:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            write_input(self.path(key), np.asarray(x, dtype=np.float32))
+            private_dir(self.dir)
+            write_private(self.path(key), json.dumps({"input_data": [np.asarray(x, dtype=np.float64).ravel().tolist()]}))
         else:
             self.items[key] = np.asarray(x, dtype=np.float32)
         return key
@@ -119,7 +119,8 @@ class OracleNode(Node):
         return True
 
     def _input(self, record: RequestRecord) -> np.ndarray | None:
-        """The request's input as floats: from the inbox (hashed input) or from the request itself (public input)."""
+        """The request's quantized input: from the inbox (hashed input) or exactly as the request carries it (public
+        input: never through floats, which would change values of 2^24 and more)."""
         key = bytes.fromhex(record.input)
         plan = self.runtime.plan
         if plan.boundary_hashed(0):
@@ -127,9 +128,10 @@ class OracleNode(Node):
             if x is None:
                 where = f"{self.inbox.path(key)}" if self.inbox.dir else "the node's inbox"
                 self.warnings.add(f"oracle: request {record.request_id} waits for its private input (C_0 = 0x{key.hex()}); deliver it to {where}")
-            return x
+                return None
+            return quantize(np.asarray(x, dtype=np.float32), plan.scale)
         q, _ = unpack_tensor(key, 0, self.runtime.sizes[0])
-        return dequantize(q, plan.scale).reshape(plan.segments[0].input_shape)
+        return q
 
     def answer(self, record: RequestRecord) -> None:
         """Execute, commit and reveal one request, or pick up where a crash left it."""
@@ -148,7 +150,7 @@ class OracleNode(Node):
             self.state.set_status(record.request_id, "executing")
             started = time.time()
             try:
-                claim = self.runtime.execute(self._write_input(record.request_id, x), claim_file.parent)
+                claim = self.runtime.execute(x, claim_file.parent)
             except UnprovableClaimError as exc:
                 self.send("decline", record.request_id, str(exc)[:200])
                 self.state.set_status(record.request_id, "declined", reason=str(exc))
@@ -173,12 +175,6 @@ class OracleNode(Node):
         self.state.set_status(record.request_id, "submitted", tx="0x" + bytes(receipt.transactionHash).hex(), gas=receipt.gasUsed,
                               data_bytes=len(claim.data) + len(claim.output))
         log.info("oracle: submitted request %d (%s) gas %d", record.request_id, record.detail.get("dishonest") or "honest", receipt.gasUsed)
-
-    def _write_input(self, request_id: int, x: np.ndarray) -> Path:
-        path = self._claim_file(request_id).parent / "input.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_input(path, np.asarray(x).reshape(self.runtime.plan.segments[0].input_shape))
-        return path
 
     # ------------------------------------------------------------------ defending
 

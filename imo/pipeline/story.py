@@ -158,9 +158,10 @@ class Story:
 
 
 def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, model: str = "mlp-wide",
-              honest_requests: int = 3, say=print) -> dict:
+              honest_requests: int = 3, say=print, dashboard=None) -> dict:
     """Tell the whole story; returns the summary (see `imo demo --summary`). Raises AssertionError if any money
-    check fails."""
+    check fails. `dashboard(deployment, summary)`, if given, is called at the end while the chain is still up
+    (`deployment.rpc_url` set); the chain stops when it returns (`imo demo --dashboard` serves until Ctrl-C)."""
     workdir = Path(workdir)
     nodes_dir = workdir / "nodes"
     shutil.rmtree(nodes_dir, ignore_errors=True)  # node work of a previous run (another chain)
@@ -440,6 +441,11 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
             "latency_s": {"request_to_finalized_excluding_window_mean": round(float(np.mean(latencies)), 3), "per_request": latencies,
                           "with_dispute": fraud_latency},
         })
+        if dashboard is not None:  # the chain stays up while the hook runs; its time is not the story's
+            dep.rpc_url = node.rpc_url
+            paused = time.perf_counter()
+            dashboard(dep, summary)
+            started += time.perf_counter() - paused
     s.timings["total"] = round(time.perf_counter() - started, 3)
     summary["timings"] = s.timings
     say(f"done in {s.timings['total']:.0f} s: fraud caught {summary['fraud_caught']}, "

@@ -69,7 +69,10 @@ def load_batch(path: Path, sig: ModelSignature) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise MissingArtifactError(f"calibration file {path} not found; pass --calibration FILE (N inputs concatenated in ezkl's input format)")
-    values = np.asarray(json.loads(path.read_text())["input_data"][0], dtype=np.float32)
+    try:
+        values = np.asarray(json.loads(path.read_text())["input_data"][0], dtype=np.float32)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise InputShapeError(f'{path} is not an ezkl input file ({{"input_data": [[...]]}}): {exc}') from None
     size = int(np.prod(sig.input_shape))
     if values.size == 0 or values.size % size:
         raise InputShapeError(f"{path} has {values.size} values, not a multiple of the input size {size} of shape {list(sig.input_shape)}")

@@ -22,7 +22,7 @@ from eth_utils import keccak
 from imo.circuits.fixed_point import FIELD_MODULUS, FixedPointProgram, poseidon_commitment, quantize
 from imo.circuits.plan import Plan
 from imo.errors import UnprovableClaimError
-from imo.proving import onnx_io, prover
+from imo.proving import prover
 from imo.proving.circuit import write_quantized_input
 from imo.proving.native import call_ezkl
 from imo.proving.segments import CIRCUITS_FILE, circuit_files, prove_plan
@@ -271,17 +271,18 @@ class PlanRuntime:
         instances = [felt(v) for column in data["instances"] for v in column]
         return bytes.fromhex(data["hex_proof"].removeprefix("0x")), instances
 
-    def execute(self, input_file: Path, work_dir: Path) -> Claim:
-        """Run the plan on the input in `input_file` (op segments natively, zk segments proven): the honest claim.
+    def execute(self, q_input: np.ndarray, work_dir: Path) -> Claim:
+        """Run the plan on the quantized model input (op segments natively, zk segments proven): the honest claim.
         Raises UnprovableClaimError when a value falls outside what a segment's circuit can hold (no proof exists)."""
         from imo.proving.executors import LocalExecutor  # a process pool: only the oracle needs it
 
         # Every segment natively first, which enforces the circuits' limits: an input a zk segment cannot hold must be
         # refused as unprovable (UnprovableClaimError) before ezkl's witness fails on it with a bare ProofError.
-        q = quantize(onnx_io.load_input(input_file, self.plan.input_signature()), self.plan.scale)
+        q = np.asarray(q_input, dtype=np.int64)
         for k in range(1, self.n + 1):
             q = self.run_op(k, q)
-        run = prove_plan(self.plan_file, input_file, work_dir / "run", executor=LocalExecutor(workers=1), store=self.store, quiet=True)
+        run = prove_plan(self.plan_file, None, work_dir / "run", executor=LocalExecutor(workers=1), store=self.store, quiet=True,
+                         quantized_input=np.asarray(q_input, dtype=np.int64).reshape(self.plan.segments[0].input_shape))
         q = [None if b["quantized"] is None else np.array(b["quantized"], dtype=np.int64) for b in run["boundaries"]]
         commitments = [None if b["commitment"] is None else felt(b["commitment"]) for b in run["boundaries"]]
         proofs = []

@@ -1,9 +1,10 @@
-"""Compile and prove a plan segment by segment, linking segments through Poseidon commitments of their boundaries.
+"""Compile and prove a plan segment by segment, linking segments through their boundaries.
 
 Every segment, zk or op, gets a circuit and keys (op circuits are needed to prove fraud). Proving runs the
-segments in order with ezkl's fixed-point semantics: segment k's quantized output, dequantized at the plan's
-common scale, is exactly segment k+1's quantized input, so C_k (output hash of k) = C_k (input hash of k+1).
-Witnesses are cheap and computed in order; the zk proofs are independent and go to an executor in parallel."""
+segments in order with ezkl's fixed-point semantics at the plan's one common scale: segment k's quantized output is
+exactly segment k+1's quantized input, handed to ezkl as exact field elements, so a hashed boundary's commitment C_k
+is the same on both sides and a public one is the same tensor. Witnesses are cheap and computed in order; the zk
+proofs are independent and go to an executor in parallel."""
 
 import json
 import os
@@ -18,7 +19,7 @@ from tqdm import tqdm
 from imo.circuits.fixed_point import FixedPointProgram, dequantize, int_to_felt, poseidon_commitment, quantize, witness_outputs
 from imo.circuits.plan import Plan, Segment
 from imo.errors import MissingArtifactError, ProofError
-from imo.fsutil import atomic_dir
+from imo.fsutil import atomic_dir, private_dir, write_private
 from imo.proving import onnx_io, prover
 from imo.proving.circuit import CircuitFiles, Visibility, build_circuit, write_quantized_input
 from imo.proving.executors import LocalExecutor, ProveJob
@@ -84,22 +85,12 @@ def _boundary(plan: Plan, k: int, name: str, shape: list[int], q: np.ndarray) ->
 
 
 def _private_dir(run_dir: Path) -> Path:
-    """The run's operator-only folder: 0700 whatever the umask."""
-    path = run_dir / PRIVATE_DIR
-    path.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
-    return path
+    """The run's operator-only folder."""
+    return private_dir(run_dir / PRIVATE_DIR)
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Create a file only its owner can read or write (0600 from the start, whatever the umask)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
-
-
-def prove_plan(plan_path: Path, input_path: Path, out_dir: Path, executor=None, store: ArtifactStore | None = None, quiet: bool = False) -> dict:
+def prove_plan(plan_path: Path, input_path: Path | None, out_dir: Path, executor=None, store: ArtifactStore | None = None, quiet: bool = False,
+               quantized_input: np.ndarray | None = None) -> dict:
     """Execute every segment in ezkl's fixed-point semantics (zk: ezkl's witness, op: the native executor), prove the
     zk segments (reusing proofs already in the store), and write boundaries, commitments and proofs to out_dir (atomically).
 
@@ -110,7 +101,7 @@ def prove_plan(plan_path: Path, input_path: Path, out_dir: Path, executor=None, 
     plan, plan_dir = Plan.load(plan_path), Path(plan_path).parent
     store = store or ArtifactStore()
     executor = executor or LocalExecutor()
-    x = onnx_io.load_input(input_path, plan.input_signature())
+    q_input = quantize(onnx_io.load_input(input_path, plan.input_signature()), plan.scale) if quantized_input is None else np.asarray(quantized_input, dtype=np.int64)
     circuits = {segment.index: circuit_files(plan_dir, segment) for segment in plan.segments}
     for files in circuits.values():
         files.require(files.compiled, files.settings)
@@ -118,8 +109,8 @@ def prove_plan(plan_path: Path, input_path: Path, out_dir: Path, executor=None, 
     start_all = time.perf_counter()
     with atomic_dir(out_dir, derived=(PRIVATE_DIR,)) as tmp:
         private = _private_dir(tmp)
-        boundaries, hidden, records, jobs = [], [], [], []
-        q_prev = quantize(x, plan.scale)
+        boundaries, hidden, records, jobs, cached = [], [], [], [], {}
+        q_prev = q_input
 
         def boundary(k: int, name: str, shape: list[int], q: np.ndarray) -> Boundary:
             b = _boundary(plan, k, name, shape, q)
@@ -130,32 +121,40 @@ def prove_plan(plan_path: Path, input_path: Path, out_dir: Path, executor=None, 
         for segment in tqdm(plan.segments, desc="execute", unit="seg", disable=quiet, leave=False):
             files = circuits[segment.index]
             start = time.perf_counter()
+            # the canonical executor first: it enforces the circuit's limits (UnprovableClaimError where no proof exists,
+            # before ezkl's prover could hang on a witness outside a lookup table)
+            q_native = FixedPointProgram(plan_dir / segment.onnx, files.settings_dict())(q_prev.reshape(segment.input_shape)).ravel()
             if segment.mode == "zk":  # the prover needs ezkl's witness file: private, and deleted once proven
                 (tmp / f"seg{segment.index}").mkdir()  # will hold the proof
                 seg_input, seg_witness = private / f"seg{segment.index}-input.json", private / f"seg{segment.index}-witness.json"
                 write_quantized_input(seg_input, q_prev)
                 witness = call_ezkl("witness", ezkl.gen_witness, str(seg_input), str(files.compiled), str(seg_witness))
                 q_out = witness_outputs(witness)[0]
+                if not np.array_equal(q_out, q_native):
+                    raise ProofError(f"segment {segment.index}: ezkl's witness and the canonical executor disagree; please report this model")
                 jobs.append(ProveJob(segment.index, str(files.root), str(seg_witness), str(store.root), proof_key(keys[str(segment.index)]["key"], q_prev)))
+                cached[segment.index] = store.get("proofs", jobs[-1].proof_key)
+                if cached[segment.index] is not None:  # no proof to make: the witness and input go now, not after every proof
+                    seg_witness.unlink()
+                    seg_input.unlink()
             else:  # optimistic: the native fixed-point executor, bit-exact with the circuit a fraud proof would use
-                q_out = FixedPointProgram(plan_dir / segment.onnx, files.settings_dict())(q_prev.reshape(segment.input_shape)).ravel()
+                q_out = q_native
             records.append({"index": segment.index, "mode": segment.mode, "execute_seconds": round(time.perf_counter() - start, 3)})
             if not boundaries:
                 boundaries.append(boundary(0, segment.input, segment.input_shape, q_prev.ravel()))
             boundaries.append(boundary(segment.index + 1, segment.output, segment.output_shape, q_out))
             q_prev = q_out
-        cached = {job.segment: store.get("proofs", job.proof_key) for job in jobs}
         proved = {r.segment: r for r in executor.run([job for job in jobs if cached[job.segment] is None], quiet=quiet)}
         for job in jobs:
             hit, fresh, seg_dir = cached[job.segment], proved.get(job.segment), tmp / f"seg{job.segment}"
             (seg_dir / "proof.json").write_bytes(((hit or Path(fresh.proof_dir)) / "proof.json").read_bytes())
-            Path(job.witness_file).unlink()
-            (private / f"seg{job.segment}-input.json").unlink()
+            Path(job.witness_file).unlink(missing_ok=True)
+            (private / f"seg{job.segment}-input.json").unlink(missing_ok=True)
             records[job.segment]["proof_cached"] = hit is not None
             if fresh:
                 records[job.segment].update(prove_seconds=fresh.seconds, peak_rss_bytes=fresh.peak_rss_bytes, worker=fresh.worker, prove_span=[fresh.started, fresh.finished])
         if hidden:
-            _write_private(private / "boundaries.json", json.dumps({"plan_hash": plan.plan_hash, "scale": plan.scale, "boundaries": hidden}, indent=2))
+            write_private(private / "boundaries.json", json.dumps({"plan_hash": plan.plan_hash, "scale": plan.scale, "boundaries": hidden}, indent=2))
         else:
             private.rmdir()
         result = {
@@ -195,7 +194,7 @@ def read_run(run_dir: Path) -> dict:
 
 def run_plan_file(run_dir: Path) -> Path:
     """The plan.json a run was proven with, as run.json records it (relative to the run directory)."""
-    return Path(run_dir).resolve() / read_run(run_dir)["plan"]
+    return Path(os.path.normpath(Path(run_dir).resolve() / read_run(run_dir)["plan"]))
 
 
 def verify_run(plan_path: Path | None, run_dir: Path, srs_file: Path | None = None) -> dict:

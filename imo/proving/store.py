@@ -15,7 +15,7 @@ import ezkl
 import numpy as np
 
 from imo.fsutil import atomic_dir, cache_dir
-from imo.proving.circuit import CircuitFiles, Visibility
+from imo.proving.circuit import LOOKUP_SAFETY_MARGIN, CircuitFiles, Visibility
 
 MANIFEST = "manifest.json"
 
@@ -35,6 +35,7 @@ def circuit_key(onnx_bytes: bytes, visibility: Visibility, scales: list[int] | N
         "scales": scales,
         "calibration": hashlib.sha256(np.ascontiguousarray(calibration, dtype=np.float32).tobytes()).hexdigest(),
         "ezkl": ezkl.__version__,
+        "lookup_safety_margin": LOOKUP_SAFETY_MARGIN,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
