@@ -1,20 +1,23 @@
-"""Proving-cost estimates: circuit rows per ONNX node, and rows/logrows of a segment built from nodes.
+"""Proving-cost estimates: circuit rows and logrows of a segment, from ezkl's own layout of the segment.
 
-A node's rows come from ezkl's own layout (`gen_settings` on the node alone, private I/O, the plan's scale);
-a segment's circuit rows are estimated as the sum over its nodes. With hashed I/O ezkl lays the Poseidon
-hashes out beside the model, so a segment needs max(model rows, Poseidon rows) — measured on ezkl 23.0.5:
-41 rows per hashed element + 4; a public output adds 10.5 model rows per element, a public input none. The estimate is checked against ezkl's settings of real segments in tests."""
+A segment's model rows come from ezkl's `gen_settings` on the sub-model between its two cut tensors (private I/O,
+the plan's scale), cached by the sub-model's ONNX bytes. With hashed I/O ezkl lays the Poseidon hashes out beside
+the model, so a segment needs max(model rows, Poseidon rows) — measured on ezkl 23.0.5: 41 rows per hashed element
++ 4; a public output adds 10.5 model rows per element, a public input none. The estimate is checked against ezkl's
+settings of real segments in tests."""
 
+import hashlib
 import json
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ezkl
 import numpy as np
+import onnx
 
-from imo.circuits.graph import Graph, GraphNode, extract
+from imo.circuits.graph import Graph
 from imo.errors import ProofError
 from imo.proving.native import call_ezkl
 
@@ -25,10 +28,11 @@ RESERVED_ROWS = 16  # blinding and reserved rows halo2 keeps free at the bottom 
 
 
 @dataclass(frozen=True)
-class NodeCost:
-    rows: int
-    min_logrows: int  # set by the node's lookup / range-check tables
-    error: str | None = None  # why ezkl cannot lay the node out, if it cannot
+class SegmentCost:
+    rows: int  # model rows with private I/O
+    min_logrows: int  # set by the segment's range-check tables
+    error: str | None = None  # why ezkl cannot lay the segment out, if it cannot
+    settings: dict | None = field(default=None, compare=False, repr=False)  # ezkl's settings (private I/O, the plan's scale)
 
 
 def run_args(scale: int, input_visibility: str = "private", output_visibility: str = "private") -> "ezkl.PyRunArgs":
@@ -40,36 +44,51 @@ def run_args(scale: int, input_visibility: str = "private", output_visibility: s
     return args
 
 
-def node_cost(graph: Graph, node: GraphNode, scale: int) -> NodeCost:
-    """ezkl's row count for `node` alone, or the reason ezkl cannot prove it."""
-    if len(node.inputs) != 1:
-        return NodeCost(0, 0, f"node has {len(node.inputs)} activation inputs; imo segments have one")
+def model_cost(model: onnx.ModelProto, scale: int) -> SegmentCost:
+    """ezkl's layout of `model` (private I/O, fixed params, the given scale), or the reason ezkl cannot lay it out."""
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_file, settings_file = Path(tmp) / "node.onnx", Path(tmp) / "settings.json"
-        extract(graph, node.inputs[0], node.outputs[0], onnx_file)
+        onnx_file, settings_file = Path(tmp) / "segment.onnx", Path(tmp) / "settings.json"
+        onnx.save(model, str(onnx_file))
         try:
             call_ezkl("gen_settings", ezkl.gen_settings, str(onnx_file), str(settings_file), py_run_args=run_args(scale))
         except ProofError as exc:
-            return NodeCost(0, 0, str(exc).removeprefix("ezkl gen_settings failed: "))
+            return SegmentCost(0, 0, str(exc).removeprefix("ezkl gen_settings failed: "))
         settings = json.loads(settings_file.read_text())
     tables = [hi - lo + 1 for lo, hi in settings["required_range_checks"]] + [1]
-    return NodeCost(settings["num_rows"], logrows_for(max(tables)))
+    return SegmentCost(settings["num_rows"], logrows_for(max(tables)), settings=settings)
+
+
+class CostModel:
+    """Costs of the sub-models of one graph, each laid out by ezkl once (cached by the sub-model's ONNX bytes)."""
+
+    def __init__(self, graph: Graph, scale: int):
+        self.graph, self.scale = graph, scale
+        self._cache: dict[bytes, SegmentCost] = {}
+
+    def between(self, inputs: list[str], outputs: list[str]) -> SegmentCost:
+        """The cost of the sub-model computing `outputs` from `inputs`."""
+        model = self.graph.sub_model(inputs, outputs)
+        model.graph.name = "segment"  # the name holds the tensor names: the same computation costs the same
+        key = hashlib.sha256(model.SerializeToString(deterministic=True)).digest()
+        if key not in self._cache:
+            self._cache[key] = model_cost(model, self.scale)
+        return self._cache[key]
 
 
 def logrows_for(rows: int) -> int:
     return max(1, math.ceil(math.log2(rows + RESERVED_ROWS)))
 
 
-def segment_rows(node_costs: list[NodeCost], hashed_elements: int, public_outputs: int) -> int:
-    """Estimated rows of a segment: model rows (summed over nodes, plus 10.5 rows per public output element; a public
-    input costs none) beside the Poseidon hashes of its hashed inputs and outputs (measured on ezkl 23.0.5)."""
-    model_rows = sum(c.rows for c in node_costs) + public_outputs * PUBLIC_OUTPUT_HALF_ROWS // 2
+def segment_rows(cost: SegmentCost, hashed_elements: int, public_outputs: int) -> int:
+    """Estimated rows of a segment: model rows (plus 10.5 rows per public output element; a public input costs none)
+    beside the Poseidon hashes of its hashed inputs and outputs (measured on ezkl 23.0.5)."""
+    model_rows = cost.rows + public_outputs * PUBLIC_OUTPUT_HALF_ROWS // 2
     poseidon_rows = POSEIDON_ROWS_PER_ELEMENT * hashed_elements + POSEIDON_ROWS_FIXED if hashed_elements else 0
     return max(model_rows, poseidon_rows)
 
 
-def segment_logrows(node_costs: list[NodeCost], hashed_elements: int, public_outputs: int) -> int:
-    return max([logrows_for(segment_rows(node_costs, hashed_elements, public_outputs))] + [c.min_logrows for c in node_costs])
+def segment_logrows(cost: SegmentCost, hashed_elements: int, public_outputs: int) -> int:
+    return max(logrows_for(segment_rows(cost, hashed_elements, public_outputs)), cost.min_logrows)
 
 
 def elements(shape: tuple[int, ...]) -> int:

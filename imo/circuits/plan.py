@@ -1,9 +1,10 @@
 """Partition a model into zk and op segments: the plan (DESIGN.md, protocol step 1).
 
-Policy, in order: nodes tagged private are always zk; a node whose estimated logrows exceed the budget is op;
-every other node is zk. Adjacent segments of the same mode are then merged while merging does not raise the
-total proving cost (Σ 2^logrows) and keeps a zk segment within the budget. Plans are deterministic: the same
-model and options give the same plan and the same plan hash."""
+The model is cut only where exactly one activation tensor is live (circuits/graph.py); the runs of nodes between
+cuts are atoms. Policy, in order: atoms holding a node tagged private are always zk; an atom whose estimated logrows
+(ezkl's layout of the atom's sub-model) exceed the budget is op; every other atom is zk. Adjacent segments of the
+same mode are then merged while merging does not raise the total proving cost (Σ 2^logrows) and keeps a zk segment
+within the budget. Plans are deterministic: the same model and options give the same plan and the same plan hash."""
 
 import hashlib
 import json
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import ezkl
 
-from imo.circuits.cost import elements, node_cost, segment_logrows, segment_rows
+from imo.circuits.cost import CostModel, SegmentCost, elements, segment_logrows, segment_rows
+from imo.circuits.fixed_point import FixedPointProgram
 from imo.circuits.graph import Graph, extract, load_graph
 from imo.errors import InvalidModelError, MissingArtifactError
 from imo.fsutil import atomic_dir
@@ -116,48 +118,60 @@ def private_input_nodes(graph: Graph) -> set[str]:
 
 def make_plan(onnx_path: Path, private: list[str] = (), private_input: bool = False, private_weights: bool = False,
               budget_logrows: int | None = None, scale: int = DEFAULT_SCALE, merge: bool = True) -> tuple[Plan, Graph]:
-    """Decide segments and modes for the model at onnx_path (no files written). merge=False keeps one segment per layer."""
+    """Decide segments and modes for the model at onnx_path (no files written). merge=False keeps one segment per layer.
+
+    Refused here, in one line naming the node and its op, rather than later in compile or prove: a node ezkl cannot
+    prove (every segment becomes an ezkl circuit: a zk segment's proof, an op segment's fraud proof), and a node the
+    fixed-point executor cannot run (`imo prove` runs every segment on it)."""
     graph = load_graph(onnx_path)
     tagged = {graph.node(name).name for name in private}
     if private_input:
         tagged |= private_input_nodes(graph)
     if private_weights:
         tagged |= {n.name for n in graph.nodes if n.params}
-    costs = {n.name: node_cost(graph, n, scale) for n in graph.nodes}
-    for name in sorted(tagged, key=lambda n: graph.node(n).index):
-        if costs[name].error:
-            node = graph.node(name)
-            raise InvalidModelError(f"node '{name}' ({node.op_type}) must be zk (private) but ezkl {ezkl.__version__} cannot prove it: {costs[name].error}; "
-                                    f"replace the op or leave the node out of --private")
+    costs = CostModel(graph, scale)
     cuts = graph.cut_tensors()
+    n_nodes = len(graph.nodes)
 
-    # atoms (layers): maximal runs of nodes with no single-tensor cut between them; an activation stays with its layer
+    def boundary(position: int) -> str:
+        """The tensor crossing position `position` (before node `position`): a cut tensor, the model input or output."""
+        if position == 0:
+            return graph.input_name
+        return graph.output_name if position == n_nodes else cuts[position - 1]
+
+    def cost(node_ids: list[int]) -> SegmentCost:
+        return costs.between([boundary(node_ids[0])], [boundary(node_ids[-1] + 1)])
+
+    # atoms (layers): maximal runs of nodes between positions where exactly one activation tensor is live (a residual
+    # block or a tensor with several consumers stays inside one atom); an activation stays with its layer
     atoms: list[list[int]] = [[0]]
-    for i in range(1, len(graph.nodes)):
+    for i in range(1, n_nodes):
         if cuts[i - 1] is None or graph.nodes[i].op_type in ACTIVATIONS:
             atoms[-1].append(i)
         else:
             atoms.append([i])
+    for atom in sorted(atoms, key=lambda a: not any(graph.nodes[i].name in tagged for i in a)):  # private atoms first
+        if cost(atom).error:
+            raise _unprovable(graph, costs, atom, cost(atom).error, tagged)
 
-    def estimate(node_ids: list[int], in_hashed: bool | None = None, out_hashed: bool = False) -> tuple[int, int]:
-        """Rows and logrows of one segment; while modes are undecided only a private model input counts as hashed."""
-        first, last = graph.nodes[node_ids[0]], graph.nodes[node_ids[-1]]
-        in_elems = elements(graph.shapes[first.inputs[0]])
-        out_elems = elements(last.output_shape)
+    def estimate(node_ids: list[int], in_hashed: bool | None = None, out_hashed: bool = False) -> tuple[int, int] | None:
+        """Rows and logrows of one segment (None: ezkl cannot lay it out); while modes are undecided only a private
+        model input counts as hashed."""
+        segment_cost = cost(node_ids)
+        if segment_cost.error:
+            return None
+        in_elems = elements(graph.shapes[boundary(node_ids[0])])
+        out_elems = elements(graph.shapes[boundary(node_ids[-1] + 1)])
         if in_hashed is None:
             in_hashed = private_input and node_ids[0] == 0
-        node_costs = [costs[graph.nodes[i].name] for i in node_ids]
         hashed = in_elems * in_hashed + out_elems * out_hashed
         public_outputs = 0 if out_hashed else out_elems
-        return segment_rows(node_costs, hashed, public_outputs), segment_logrows(node_costs, hashed, public_outputs)
+        return segment_rows(segment_cost, hashed, public_outputs), segment_logrows(segment_cost, hashed, public_outputs)
 
     def classify(node_ids: list[int]) -> tuple[str, str]:
         names = [graph.nodes[i].name for i in node_ids]
         if any(n in tagged for n in names):
             return "zk", "private: " + ", ".join(n for n in names if n in tagged)
-        unprovable = [n for n in names if costs[n].error]
-        if unprovable:
-            return "op", f"ezkl cannot prove {', '.join(unprovable)}: no fraud proof possible for this segment"
         logrows = estimate(node_ids)[1]
         if budget_logrows is not None and logrows > budget_logrows:
             return "op", f"estimated logrows {logrows} > budget {budget_logrows}"
@@ -173,18 +187,21 @@ def make_plan(onnx_path: Path, private: list[str] = (), private_input: bool = Fa
             merged.append((atom, mode, reason))
 
     segments = []
+    supported = executor_ops()
     for index, (node_ids, mode, reason) in enumerate(merged):
-        first, last = graph.nodes[node_ids[0]], graph.nodes[node_ids[-1]]
+        seg_input, seg_output = boundary(node_ids[0]), boundary(node_ids[-1] + 1)
         zk_next = index + 1 < len(merged) and mode == "zk" and merged[index + 1][1] == "zk"
         zk_prev = index > 0 and mode == "zk" and merged[index - 1][1] == "zk"
         rows, logrows = estimate(node_ids, in_hashed=zk_prev or (index == 0 and private_input), out_hashed=zk_next)
-        segments.append(Segment(
+        segment = Segment(
             index=index, mode=mode, reason=reason,
             nodes=[graph.nodes[i].name for i in node_ids], ops=[graph.nodes[i].op_type for i in node_ids],
-            input=first.inputs[0], output=last.outputs[0],
-            input_shape=list(graph.shapes[first.inputs[0]]), output_shape=list(last.output_shape),
+            input=seg_input, output=seg_output,
+            input_shape=list(graph.shapes[seg_input]), output_shape=list(graph.shapes[seg_output]),
             est_rows=rows, est_logrows=logrows,
-        ))
+        )
+        _check_executor(graph, segment, cost(node_ids), supported)
+        segments.append(segment)
     plan = Plan(
         model=str(Path(onnx_path).resolve()), model_sha256=hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest(),
         ezkl_version=ezkl.__version__, scale=scale, scale_rebase_multiplier=1,
@@ -195,12 +212,51 @@ def make_plan(onnx_path: Path, private: list[str] = (), private_input: bool = Fa
     return plan, graph
 
 
+def executor_ops() -> frozenset[str]:
+    """The ops the fixed-point executor implements: its `_op_<Name>` handlers, and Constant.
+    fixed_point.py has no public list of them (yet); this belongs there."""
+    return frozenset(name[len("_op_"):] for name in dir(FixedPointProgram) if name.startswith("_op_")) | {"Constant"}
+
+
+def _unprovable(graph: Graph, costs: CostModel, node_ids: list[int], error: str, tagged: set[str]) -> InvalidModelError:
+    """The one-line error for a segment ezkl cannot lay out, naming the first node that ezkl cannot lay out alone."""
+    for i in node_ids:
+        node = graph.nodes[i]
+        node_error = costs.between(list(node.inputs), [node.outputs[0]]).error
+        if node_error:
+            if node.name in tagged:
+                return InvalidModelError(f"node '{node.name}' ({node.op_type}) must be zk (private) but ezkl {ezkl.__version__} cannot prove it: "
+                                         f"{node_error}; replace the op or leave the node out of --private")
+            return InvalidModelError(f"node '{node.name}' ({node.op_type}): ezkl {ezkl.__version__} cannot prove it: {node_error}; every segment "
+                                     f"becomes an ezkl circuit (the proof of a zk segment, the fraud proof of an op segment): replace the op")
+    first, last = graph.nodes[node_ids[0]], graph.nodes[node_ids[-1]]
+    ops = ", ".join(dict.fromkeys(graph.nodes[i].op_type for i in node_ids))
+    return InvalidModelError(f"nodes '{first.name}' to '{last.name}' ({ops}): ezkl {ezkl.__version__} cannot prove them together: {error}")
+
+
+def _check_executor(graph: Graph, segment: Segment, cost: SegmentCost, supported: frozenset[str]) -> None:
+    """Refuse a segment that the fixed-point executor cannot run: `imo prove` runs every segment on it (an op segment's
+    result; a zk segment's check against ezkl's witness), so the plan would fail there, after compiling."""
+    advice = "`imo prove` runs every segment on it; replace the op"
+    for name, op in zip(segment.nodes, segment.ops):
+        if op not in supported:
+            raise InvalidModelError(f"node '{name}' ({op}) in {segment.mode} segment {segment.index}: the fixed-point executor cannot run {op} ({advice})")
+    try:
+        FixedPointProgram(graph.sub_model([segment.input], [segment.output]), cost.settings)
+    except (NotImplementedError, ValueError) as exc:  # it names the node and op: "node 'x' (op Conv): group != 1 not supported"
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidModelError(f"{segment.mode} segment {segment.index}: the fixed-point executor cannot run it: {detail} ({advice})") from None
+
+
 def _worth_merging(estimate, a: list[int], b: list[int], mode: str, budget: int | None, private: bool) -> bool:
     """Merge when one proof of the union costs no more than two proofs (Σ 2^logrows) and a zk union stays in budget."""
-    merged_logrows = estimate(a + b)[1]
+    union, first, second = estimate(a + b), estimate(a), estimate(b)
+    if union is None or first is None or second is None:
+        return False
+    merged_logrows = union[1]
     if mode == "zk" and budget is not None and merged_logrows > budget and not private:
         return False
-    return 2 ** merged_logrows <= 2 ** estimate(a)[1] + 2 ** estimate(b)[1]
+    return 2 ** merged_logrows <= 2 ** first[1] + 2 ** second[1]
 
 
 def write_plan(plan: Plan, graph: Graph, out_dir: Path) -> Path:
