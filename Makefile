@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: install demo test test-all clean
+.PHONY: install browser demo test test-all clean
 
 install: $(STAMP_PY) $(STAMP_NPM)
 
@@ -22,11 +22,16 @@ $(STAMP_NPM): package.json package-lock.json
 demo: install
 	$(BIN)/imo demo --summary out/demo-summary.json
 
-test: install
+test: install browser
 	$(BIN)/pytest -q
 
-test-all: install
+test-all: install browser
 	$(BIN)/pytest -q -m ''
+
+# the dashboard's tests render it in headless Chromium (Debian's package); without it they are skipped
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core fonts-liberation >/dev/null; } \
+		|| echo "warning: could not install chromium (apt-get as root); the dashboard's browser tests will be skipped" >&2
 
 clean:
 	rm -rf out .pytest_cache .hypothesis
