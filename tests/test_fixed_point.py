@@ -449,12 +449,16 @@ def test_run_fixed_point_accepts_paths_and_protos(circuit) -> None:
 
 
 def test_unsupported_op_names_node_and_op(tmp_path: Path) -> None:
-    path = tmp_path / "tanh.onnx"
-    torch.onnx.export(nn.Sequential(nn.Linear(4, 4), nn.Tanh()), torch.randn(1, 4), str(path), dynamo=False,
+    class Sine(nn.Module):
+        def forward(self, x):
+            return torch.sin(x)
+
+    path = tmp_path / "sin.onnx"
+    torch.onnx.export(nn.Sequential(nn.Linear(4, 4), Sine()), torch.randn(1, 4), str(path), dynamo=False,
                       opset_version=17, input_names=["input"], output_names=["output"])  # fmt: skip
-    node = next(n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Tanh")
+    node = next(n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Sin")
     settings_ = {"run_args": {"input_scale": 7, "param_scale": 7, "scale_rebase_multiplier": 1}}
-    with pytest.raises(NotImplementedError, match=rf"{node}.*Tanh"):
+    with pytest.raises(NotImplementedError, match=rf"{node}.*Sin"):
         FixedPointProgram(path, settings_)
 
 

@@ -40,6 +40,37 @@ against ``ezkl.gen_witness`` on thousands of random inputs; see
 * **Conv** is an exact integer convolution (bias at ``s_in + s_kernel``),
   followed by the rebase.
 * **Flatten / Reshape / Identity** do not change values or scales.
+* **Rebase applies to every non-Identity op** whose output scale exceeds ``R`` -- also value-preserving
+  ones (Reshape, Flatten, Transpose, Slice, Gather, Expand, MaxPool, Relu, lookups, Sum, Concat): e.g.
+  ``(x * 0.5).reshape(...)`` is divided by 2 at the Reshape.  Only ``PolyOp::Identity`` (ONNX
+  Identity/Dropout, Cast to float, and ``Mul`` by a scalar ``2**-k``) is exempt.
+* **Mul** by a constant: a scalar ``c < 1`` with ``log2(1/c)`` integral (f32) is an Identity that only
+  raises the scale by ``k`` (no rounding); any other constant is quantized at param_scale (never
+  re-quantized), output scale ``s + P``, then rebase.  Activation x activation: scales add.
+  ``Mul(x, x)`` / ``Pow(x, k)``: PolyOp::Pow, scale ``k*s``.
+* **Div** by a constant: tract rewrites it as ``Mul`` by the f32 reciprocal (so ``x / 2`` is an Identity
+  scale+1 and ``x / 3`` is ``x * round(2**P / 3)`` rebased).  ``a / b`` of activations: ``a * Recip(b)``.
+* **Sub** is Add with a negated operand (same homogenization and single-use constant rule).
+* **Lookups** (Sigmoid, Tanh, Erf, Exp) run at the input scale ``s`` and keep it: ``round(m * f(a / m))``
+  in f64 (``m = 2**s``, round half away); Erf is ezkl's own 28-term Chebyshev ``erffunc`` (not libm),
+  Exp is ``m * base.powf(a / m)`` with ``base = e as f32`` (2.7182817459106445, not e).
+* **Softmax** (``layouts::softmax``): ``e = exp_lookup(x - max)``, ``inv = round(2**S / (sum(e) / m))``
+  (``recip``, ``S = max(input_scale, param_scale, s)``), output ``e * inv`` at ``s + S``, rebased.
+* **Means** (ReduceMean, GlobalAveragePool): ``Sum`` then ``Mul`` by the f32 ``1/N`` (Identity
+  scale+log2 N when N is a power of two).  ``ReduceMean(x**2)`` is fused into MeanOfSquares:
+  ``const_div(sum(x*x), N)`` at ``2s`` (one rounding), rebased.
+* **LayerNormalization** (and torch's decomposed form, which tract pattern-matches to the same):
+  mean, Sub (rebased), MeanOfSquares, Add eps, Rsqrt = ``recip(sqrt_lookup(v))``, Mult, then gamma
+  (Mul) / beta (Add) when not 1 / 0.  BatchNormalization: ``x * k + c`` (k, c folded in f32).
+* **Pooling**: inputs are padded with *zeros* (MaxPool too); AveragePool sums the window and divides
+  by the full kernel size (``const_div``, round half away) regardless of ``count_include_pad``.
+* **LeakyRelu**: ``x > 0 ? x * 2**P : x * round(alpha * 2**P)`` at ``s + P``, rebased.  Clip: Max/Min
+  with single-use constants re-quantized at the input scale (``Clip(0, hi)`` = ReLU then Min).
+* **Comparisons** (Greater, Less, ...) give 0/1 at scale 0 -- except Equal, whose 0/1 keeps the
+  input scale (an ezkl quirk: ``(x == c).float()`` adds ``2**-s``, not 1); **Where** is ``Iff`` of homogenized
+  branches.  **Concat** homogenizes all inputs to the max scale.  Integer model inputs (token ids)
+  are at scale 0; ``Gather`` of a constant table by them yields the table quantized at param_scale.
+* Nodes whose inputs are all constants (torch's shape arithmetic) are folded at compile time.
 * Field elements in the witness JSON are 32-byte *little-endian* hex strings
   (no ``0x``); negative integers ``v`` are stored as ``p + v``
   (``p`` = BN254 scalar field modulus).
@@ -47,7 +78,9 @@ against ``ezkl.gen_witness`` on thousands of random inputs; see
   (``gen_witness``: "decomposition error", ``mock``: "lookup not satisfied") the executor
   raises :class:`imo.errors.UnprovableClaimError` instead of returning a value: model inputs,
   rebase quotients, ReLU inputs and public outputs must satisfy ``|v| <= decomp_base**decomp_legs - 1``,
-  Sigmoid inputs must lie in the lookup table.
+  lookup inputs (Sigmoid/Tanh/Erf/Exp, Softmax's ``x - max``) must lie in the lookup table, recip /
+  sqrt / const_div claimed outputs (Softmax, Rsqrt, Recip, MeanOfSquares, AveragePool) must fit the
+  decomposition, and Gather indices must be in range.
 * Hashed visibility: ``processed_*["poseidon_hash"][i]`` is
   halo2 Poseidon (ezkl's ``PoseidonChip::run``, VariableLength) over the
   flattened field elements of the i-th tensor, exactly what
@@ -246,9 +279,6 @@ def scales_from_settings(settings: Mapping[str, Any] | str | Path) -> Scales:
     global_scale = int(rebase) if rebase is not None else max(s_in, s_p)
     if ra.get("rebase_frac_zero_constants"):
         raise NotImplementedError("rebase_frac_zero_constants=true is not supported")
-    in_scales = settings.get("model_input_scales")
-    if in_scales and any(int(s) != s_in for s in in_scales):
-        raise NotImplementedError(f"model_input_scales {in_scales} differ from input_scale {s_in}")
     return Scales(input=s_in, params=s_p, rebase=global_scale * mult)
 
 
@@ -381,6 +411,14 @@ def _div_pow2_round(a: np.ndarray, shift: int) -> np.ndarray:
     return (a + ((np.int64(1) << np.int64(shift - 1)) - (a < 0))) >> np.int64(shift)
 
 
+def _const_div_int(a: np.ndarray, k: int) -> np.ndarray:
+    """``round_half_away(a / k)`` for int64 ``a`` and a positive integer ``k`` (exact)."""
+    a = _as_int(a)
+    q, r = np.divmod(np.abs(a), np.int64(k))
+    q = q + (2 * r >= k)
+    return np.where(a < 0, -q, q)
+
+
 def _sigmoid_lookup(a: np.ndarray, scale: int) -> np.ndarray:
     """ezkl ``nonlinearities::sigmoid``: ``round(m / (1 + exp(-(a / m))))``, m = 2**scale (f64)."""
     m = 2.0**scale
@@ -394,6 +432,84 @@ def _sigmoid_lookup(a: np.ndarray, scale: int) -> np.ndarray:
     if near.any():
         out[near] = [_round_half_away_scalar(m / (1.0 + _exp(-(v / m)))) for v in af[near]]
     return out
+
+
+def _fix_ties(out: np.ndarray, fout: np.ndarray, af: np.ndarray, scalar: Callable[[float], float]) -> np.ndarray:
+    """numpy's vectorized transcendental functions may differ from libm (what Rust calls) in the
+    last ulp; that only matters next to a rounding tie, so recompute those elements with libm."""
+    with np.errstate(invalid="ignore"):
+        near = np.abs(np.abs(fout - out) - 0.5) < 1e-6
+    if near.any():
+        out[near] = [_round_half_away_scalar(scalar(float(v))) for v in af[near]]
+    return out
+
+
+def _tanh_lookup(a: np.ndarray, scale: int) -> np.ndarray:
+    """ezkl ``nonlinearities::tanh``: ``round(m * tanh(a / m))`` in f64, m = 2**scale."""
+    m = 2.0**scale
+    af = np.asarray(a, dtype=np.float64)
+    fout = m * np.tanh(af / m)
+    return _fix_ties(round_half_away(fout), fout, af, lambda v: m * math.tanh(v / m))
+
+
+#: ezkl ``nonlinearities::erffunc`` Chebyshev coefficients (Numerical Recipes erfc)
+_ERF_COF = (
+    -1.3026537197817094, 6.419_697_923_564_902e-1, 1.9476473204185836e-2, -9.561_514_786_808_63e-3,
+    -9.46595344482036e-4, 3.66839497852761e-4, 4.2523324806907e-5, -2.0278578112534e-5,
+    -1.624290004647e-6, 1.303655835580e-6, 1.5626441722e-8, -8.5238095915e-8, 6.529054439e-9,
+    5.059343495e-9, -9.91364156e-10, -2.27365122e-10, 9.6467911e-11, 2.394038e-12, -6.886027e-12,
+    8.94487e-13, 3.13092e-13, -1.12708e-13, 3.81e-16, 7.106e-15, -1.523e-15, -9.4e-17, 1.21e-16, -2.8e-17,
+)  # fmt: skip
+
+
+def _erfccheb(z, exp):
+    t = 2.0 / (2.0 + z)
+    ty = 4.0 * t - 2.0
+    d = dd = 0.0 * z
+    for j in range(len(_ERF_COF) - 2, 0, -1):  # (1..NCOEF - 1).rev()
+        d, dd = ty * d - dd + _ERF_COF[j], d
+    return t * exp(-(z * z) + 0.5 * (_ERF_COF[0] + ty * d) - dd)
+
+
+def _erf_lookup(a: np.ndarray, scale: int) -> np.ndarray:
+    """ezkl ``nonlinearities::erffunc`` (its own Chebyshev erf, not libm's): ``round(m * erf(a / m))``."""
+    m = 2.0**scale
+    af = np.asarray(a, dtype=np.float64)
+    k = af / m
+    with np.errstate(over="ignore", under="ignore"):
+        c = _erfccheb(np.abs(k), np.exp)
+    fout = m * np.where(k >= 0, 1.0 - c, c - 1.0)
+
+    def scalar(v: float) -> float:
+        kk = v / m
+        return m * (1.0 - _erfccheb(kk, _exp) if kk >= 0 else _erfccheb(-kk, _exp) - 1.0)
+
+    return _fix_ties(round_half_away(fout), fout, af, scalar)
+
+
+#: ``run_args.get_epsilon()`` default (f64::EPSILON), used by recip for a zero input
+_F64_EPS = float(np.finfo(np.float64).eps)
+
+#: ezkl loads Exp as ``LookupOp::Exp { base: E.into() }`` with an *f32* base, widened to f64
+_EXP_BASE = float(np.float32(math.e))
+
+
+def _exp_lookup(a: np.ndarray, scale: int) -> np.ndarray:
+    """ezkl ``nonlinearities::exp``: ``round(m * base.powf(a / m))`` with ``base = e as f32``."""
+    m = 2.0**scale
+    af = np.asarray(a, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        fout = m * np.power(_EXP_BASE, af / m)
+    if np.isinf(fout).any():
+        raise OverflowError("Exp lookup output exceeds float range; ezkl values this large are unsupported")
+    return _fix_ties(round_half_away(fout), fout, af, lambda v: m * math.pow(_EXP_BASE, v / m))
+
+
+def _exp_bound(bx: float, scale: int) -> float:
+    try:
+        return 2.0**scale * math.pow(_EXP_BASE, bx / 2.0**scale) + 1.0
+    except OverflowError:
+        return math.inf
 
 
 class _SigmoidTable:
@@ -484,6 +600,11 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
 
 _Step = Callable[[list, list], None]
 
+_INT_TYPES = (
+    onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.INT8,
+    onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
+)  # fmt: skip
+
 
 class FixedPointProgram:
     """A compiled ezkl-semantics fixed-point program for one ONNX graph + settings.
@@ -513,6 +634,9 @@ class FixedPointProgram:
         self._steps: list[_Step] = []
         self._n_slots = 0
         self._compile(model)
+        in_scales = settings.get("model_input_scales")
+        if in_scales and [int(x) for x in in_scales] != self.input_scales:
+            raise NotImplementedError(f"model_input_scales {in_scales} differ from the executor's input scales {self.input_scales}")
         expected = settings.get("model_output_scales")
         if expected is not None and [int(x) for x in expected] != self.output_scales:
             raise ValueError(
@@ -595,13 +719,17 @@ class FixedPointProgram:
             if inp.name not in shapes:
                 raise NotImplementedError(f"input {inp.name!r} has a dynamic shape not fixed by run_args.variables")
             ty = inp.type.tensor_type.elem_type
-            if ty not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
-                raise NotImplementedError(f"input {inp.name!r} has non-float type {ty}")
+            if ty in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+                in_scale = self.scales.input
+            elif ty in _INT_TYPES:
+                in_scale = 0  # ezkl: integer inputs (e.g. token ids) are InputType::Int at scale 0
+            else:
+                raise NotImplementedError(f"input {inp.name!r} has unsupported type {ty}")
             slot = self._new_slot()
-            vals[inp.name] = _Act(slot, self.scales.input, shapes[inp.name])
+            vals[inp.name] = _Act(slot, in_scale, shapes[inp.name])
             self.input_names.append(inp.name)
             self.input_shapes.append(shapes[inp.name])
-            self.input_scales.append(self.scales.input)
+            self.input_scales.append(in_scale)
             self._input_slots.append(slot)
             self._input_sizes.append(int(np.prod(shapes[inp.name], dtype=np.int64)))
 
@@ -615,6 +743,17 @@ class FixedPointProgram:
                 if isinstance(v, _Const):
                     v.uses += 1
 
+        self._consumers: dict[str, int] = {}
+        self._consumer_ops: dict[str, set[str]] = {}
+        for node in graph.node:
+            for i in node.input:
+                self._consumers[i] = self._consumers.get(i, 0) + 1
+                self._consumer_ops.setdefault(i, set()).add(node.op_type)
+        self._graph_outputs = {o.name for o in graph.output}
+        for o in graph.output:
+            self._consumers[o.name] = self._consumers.get(o.name, 0) + 1
+        self._squared: dict[str, _Act] = {}  # outputs of Pow(x, 2) / Mul(x, x) -> x
+
         for node in graph.node:
             op = node.op_type
             if op == "Constant":
@@ -626,6 +765,11 @@ class FixedPointProgram:
             for name, v in zip(node.input, ins):
                 if name and v is None:
                     raise NotImplementedError(f"node {node.name!r} (op {op}): unknown input {name!r}")
+            if ins and all(v is None or isinstance(v, _Const) for v in ins) and op != "Shape":
+                # constant subgraph (e.g. torch's shape arithmetic): folded, as tract does
+                for out, value in zip(node.output, self._fold(node, ins)):
+                    vals[out] = _Const(value, out)
+                continue
             if len(node.output) != 1:
                 raise NotImplementedError(f"node {node.name!r} (op {op}): multiple outputs not supported")
             vals[node.output[0]] = handler(node, ins)
@@ -641,6 +785,42 @@ class FixedPointProgram:
             self._output_slots.append(v.slot)
             self.output_scales.append(v.scale)
             self.output_shapes.append(v.shape)
+
+    @staticmethod
+    def _fold(node: onnx.NodeProto, ins: list) -> list[np.ndarray]:
+        """Evaluate a node whose inputs are all constants with onnx's reference evaluator."""
+        from onnx.reference import ReferenceEvaluator
+
+        names = [f"in{i}" if name else "" for i, name in enumerate(node.input)]
+        n2 = onnx.helper.make_node(node.op_type, names, list(node.output), domain=node.domain or None)
+        n2.attribute.extend(node.attribute)
+        feeds = {nm: np.asarray(v.raw) for nm, v in zip(names, ins) if nm}
+        graph = onnx.helper.make_graph(
+            [n2], "fold",
+            [onnx.helper.make_tensor_value_info(nm, onnx.helper.np_dtype_to_tensor_dtype(x.dtype), x.shape) for nm, x in feeds.items()],
+            [onnx.helper.make_empty_tensor_value_info(o) for o in node.output],
+        )  # fmt: skip
+        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+        return [np.asarray(o) for o in ReferenceEvaluator(model).run(None, feeds)]
+
+    # ops that only ever appear in constant (shape) subgraphs: folded in _compile
+    def _op_ConstantOfShape(self, node, ins):
+        raise NotImplementedError(f"node {node.name!r} (op ConstantOfShape): non-constant input")
+
+    def _op_Cast(self, node, ins):
+        """Cast to a float type is ezkl's PolyOp::Identity (no value change, no rebase)."""
+        a = self._need_act(node, ins[0])
+        to = _attrs(node)["to"]
+        if to not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+            raise NotImplementedError(f"node {node.name!r} (op Cast): cast of a runtime tensor to a non-float type not supported")
+        return a
+
+    def _op_Shape(self, node, ins):
+        a = ins[0]
+        shape = a.shape if isinstance(a, _Act) else np.asarray(a.raw).shape
+        at = _attrs(node)
+        shp = np.asarray(shape, dtype=np.int64)[at.get("start", 0) : at.get("end", None)]
+        return _Const(shp, node.output[0])
 
     def _need_act(self, node, v, what="input") -> _Act:
         if not isinstance(v, _Act):
@@ -667,7 +847,7 @@ class FixedPointProgram:
         if axis < 0:
             axis += len(a.shape)
         new = (int(np.prod(a.shape[:axis], dtype=np.int64)), int(np.prod(a.shape[axis:], dtype=np.int64)))
-        return self._reshape(a, new)
+        return self._reshape(a, new, node)
 
     def _op_Reshape(self, node, ins):
         a = self._need_act(node, ins[0])
@@ -676,9 +856,10 @@ class FixedPointProgram:
         if _attrs(node).get("allowzero", 0) == 0:
             target = [a.shape[i] if d == 0 else d for i, d in enumerate(target)]
         new = tuple(int(d) for d in np.empty(a.shape, dtype=np.int8).reshape(target).shape)
-        return self._reshape(a, new)
+        return self._reshape(a, new, node)
 
-    def _reshape(self, a: _Act, new: tuple[int, ...]) -> _Act:
+    def _reshape(self, a: _Act, new: tuple[int, ...], node=None) -> _Act:
+        """Reshape/Flatten (PolyOp::Reshape/Flatten are not ezkl "identity" ops: rebased when above R)."""
         slot = self._new_slot()
 
         def step(v, b, src=a.slot, dst=slot, new=new):
@@ -686,7 +867,8 @@ class FixedPointProgram:
             b[dst] = b[src]
 
         self._emit(step)
-        return _Act(slot, a.scale, new)
+        scale = self._rebase(node, slot, a.scale) if node is not None else a.scale
+        return _Act(slot, scale, new)
 
     def _op_Transpose(self, node, ins):
         a = self._need_act(node, ins[0])
@@ -698,7 +880,7 @@ class FixedPointProgram:
             b[dst] = b[src]
 
         self._emit(step)
-        return _Act(slot, a.scale, tuple(a.shape[i] for i in perm))
+        return _Act(slot, self._rebase(node, slot, a.scale), tuple(a.shape[i] for i in perm))
 
     def _op_Relu(self, node, ins):
         a = self._need_act(node, ins[0])
@@ -712,7 +894,7 @@ class FixedPointProgram:
             b[dst] = b[src]
 
         self._emit(step)
-        return _Act(slot, a.scale, a.shape)  # LeakyReLU(slope=0): same scale, no rebase
+        return _Act(slot, self._rebase(node, slot, a.scale), a.shape)  # LeakyReLU(slope=0): same scale (rebased only above R)
 
     def _op_Sigmoid(self, node, ins):
         a = self._need_act(node, ins[0])
@@ -729,7 +911,7 @@ class FixedPointProgram:
             b[dst] = ob
 
         self._emit(step)
-        return _Act(slot, a.scale, a.shape)  # lookup output scale == input scale
+        return _Act(slot, self._rebase(node, slot, a.scale), a.shape)  # lookup output scale == input scale
 
     def _matmul_const(self, node, a: _Act, w_raw: np.ndarray) -> _Act:
         """EinSum of a runtime tensor with a constant (K, N) matrix, then rebase."""
@@ -807,8 +989,10 @@ class FixedPointProgram:
             a, c = c, a
         return self._add(node, self._need_act(node, a), c)
 
-    def _add(self, node, a: _Act, c: _Const | _Act) -> _Act:
-        """ezkl Add: homogenize input scales (x * 2**diff for lower scales), add, rebase."""
+    def _add(self, node, a: _Act, c: _Const | _Act, sign_a: int = 1, sign_c: int = 1) -> _Act:
+        """ezkl Add/Sub: homogenize input scales (x * 2**diff for lower scales), add, rebase.
+
+        ``sign_a``/``sign_c`` (+-1) give Sub: ``a - c`` is ``sign_c=-1``, ``c - a`` is ``sign_a=-1``."""
         if isinstance(c, _Const):
             c_scale = self.scales.params
             if c.uses == 1:
@@ -817,8 +1001,8 @@ class FixedPointProgram:
         else:
             c_scale = c.scale
         out_scale = max(a.scale, c_scale)
-        ma = float(1 << (out_scale - a.scale))
-        mc = 1 << (out_scale - c_scale)
+        ma = float(sign_a * (1 << (out_scale - a.scale)))
+        mc = sign_c * (1 << (out_scale - c_scale))
         slot = self._new_slot()
         if isinstance(c, _Const):
             cq = _quantize_param(np.asarray(c.raw, dtype=np.float32), c_scale) * np.int64(mc)
@@ -830,7 +1014,7 @@ class FixedPointProgram:
                 x = v[sa]
                 if ma != 1.0:
                     x = _as_int(x) * np.int64(ma)
-                bo = b[sa] * ma + bc
+                bo = b[sa] * abs(ma) + bc
                 if bo < _F64_LIMIT and x.dtype == np.float64:
                     v[dst] = x + cf
                 else:
@@ -843,7 +1027,7 @@ class FixedPointProgram:
 
             def step(v, b, sa=a.slot, sc=c.slot, dst=slot, ma=ma, mc=mcf):
                 x, y = v[sa], v[sc]
-                bo = b[sa] * ma + b[sc] * mc
+                bo = b[sa] * abs(ma) + b[sc] * abs(mc)
                 if bo < _F64_LIMIT and x.dtype == np.float64 and y.dtype == np.float64:
                     v[dst] = x * ma + y * mc if (ma != 1.0 or mc != 1.0) else x + y
                 else:
@@ -859,6 +1043,764 @@ class FixedPointProgram:
         out_shape = np.broadcast_shapes(a.shape, c_shape)
         scale = self._rebase(node, slot, out_scale)
         return _Act(slot, scale, tuple(out_shape))
+
+    def _op_Sub(self, node, ins):
+        a, c = ins
+        if isinstance(a, _Const) and isinstance(c, _Act):
+            return self._add(node, c, a, sign_a=-1)  # const - act
+        return self._add(node, self._need_act(node, a), c, sign_c=-1)
+
+    # ------------------------------------------------------------- Mul / Div
+    def _op_Mul(self, node, ins):
+        a, c = ins
+        if isinstance(a, _Const) and isinstance(c, _Act):
+            a, c = c, a
+        a = self._need_act(node, a)
+        if isinstance(c, _Const):
+            return self._mul_const(node, a, np.asarray(c.raw))
+        if node.input[0] == node.input[1]:
+            self._squared[node.output[0]] = a
+            return self._mul_acts(node, a, a)  # tract: Square -> PolyOp::Pow(2), same values
+        return self._mul_acts(node, a, c)
+
+    def _op_Div(self, node, ins):
+        a, c = ins
+        a = self._need_act(node, a, "numerator")
+        if isinstance(c, _Act):
+            # tract: a / b -> a * recip(b) (and recip(sqrt(v)) is ezkl's Rsqrt: the same values)
+            return self._mul_acts(node, a, self._recip(node, c))
+        c = self._need_const(node, c, "denominator")
+        raw = np.asarray(c.raw)
+        if raw.dtype.kind != "f":
+            raise NotImplementedError(f"node {node.name!r} (op Div): integer division not supported")
+        # tract declutters Div by a constant into Mul by its f32 reciprocal
+        with np.errstate(divide="ignore"):
+            recip = np.float32(1.0) / raw.astype(np.float32)
+        if not np.isfinite(recip).all():
+            raise NotImplementedError(f"node {node.name!r} (op Div): division by zero")
+        return self._mul_const(node, a, recip)
+
+    def _mul_const(self, node, a: _Act, raw: np.ndarray) -> _Act:
+        """ezkl Mul by a constant: a scalar ``2**-k`` (k >= 1) is an Identity that only raises the
+        scale by k; otherwise PolyOp::Mult by the constant quantized at param_scale, then rebase."""
+        if raw.dtype.kind != "f":
+            raise NotImplementedError(f"node {node.name!r} (op {node.op_type}): integer constant not supported")
+        w = raw.astype(np.float32)
+        if w.size == 1:
+            c0 = np.float32(w.reshape(-1)[0])
+            if c0 < np.float32(1.0):
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    inv = np.float32(1.0) / c0
+                    lg = np.log2(inv)  # f32, as ezkl: (1.0 / c).log2().fract() == 0.0
+                if np.isfinite(lg) and float(lg) == math.floor(float(lg)):
+                    shape = tuple(np.broadcast_shapes(a.shape, w.shape))
+                    new_scale = a.scale + int(lg)
+                    if shape != a.shape:
+                        return self._broadcast(a, shape, new_scale)
+                    return _Act(a.slot, new_scale, a.shape)
+        wq = _quantize_param(w, self.scales.params)
+        shape = tuple(np.broadcast_shapes(a.shape, wq.shape))
+        bw = _absmax(wq)
+        wf = wq.astype(np.float64)
+        slot = self._new_slot()
+
+        def step(v, b, sa=a.slot, dst=slot, wq=wq, wf=wf, bw=bw):
+            x = v[sa]
+            bo = b[sa] * bw
+            if bo < _F64_LIMIT and x.dtype == np.float64:
+                v[dst] = np.broadcast_to(x * wf, shape)
+            else:
+                v[dst] = _carrier(np.broadcast_to(_as_int(x) * wq, shape), bo)
+            b[dst] = bo
+
+        self._emit(step)
+        scale = self._rebase(node, slot, a.scale + self.scales.params)
+        return _Act(slot, scale, shape)
+
+    def _mul_acts(self, node, a: _Act, c: _Act) -> _Act:
+        shape = tuple(np.broadcast_shapes(a.shape, c.shape))
+        slot = self._new_slot()
+
+        def step(v, b, sa=a.slot, sc=c.slot, dst=slot):
+            x, y = v[sa], v[sc]
+            bo = b[sa] * b[sc]
+            if bo < _F64_LIMIT and x.dtype == np.float64 and y.dtype == np.float64:
+                v[dst] = np.broadcast_to(x * y, shape)
+            else:
+                v[dst] = _carrier(np.broadcast_to(_as_int(x) * _as_int(y), shape), bo)
+            b[dst] = bo
+
+        self._emit(step)
+        scale = self._rebase(node, slot, a.scale + c.scale)
+        return _Act(slot, scale, shape)
+
+    def _broadcast(self, a: _Act, shape: tuple[int, ...], scale: int) -> _Act:
+        slot = self._new_slot()
+
+        def step(v, b, src=a.slot, dst=slot):
+            v[dst] = np.ascontiguousarray(np.broadcast_to(v[src], shape))
+            b[dst] = b[src]
+
+        self._emit(step)
+        return _Act(slot, scale, shape)
+
+    # ------------------------------------------------------- lookup tables
+    def _lookup(self, node, ins, fn: Callable[[np.ndarray, int], np.ndarray], out_bound: Callable[[float, int], float]) -> _Act:
+        """An ezkl LookupOp at the input scale (output scale == input scale); inputs must lie in the table."""
+        a = self._need_act(node, ins[0])
+        if self.limits.lookup is not None:
+            lo, top = self.limits.lookup
+            self._check_range(a.slot, lo, top, f"node {node.name!r} (op {node.op_type})", "lookup input",
+                              "the input range of the circuit's lookup table (from the calibrated run_args.lookup_range)")
+        slot = self._new_slot()
+        scale = a.scale
+
+        def step(v, b, src=a.slot, dst=slot):
+            ob = out_bound(b[src], scale)
+            y = fn(_as_int(v[src]), scale)
+            ob = min(ob, _absmax(y)) if ob >= _F64_LIMIT else ob
+            v[dst] = _carrier(y, ob)
+            b[dst] = ob
+
+        self._emit(step)
+        return _Act(slot, self._rebase(node, slot, scale), a.shape)
+
+    def _op_Tanh(self, node, ins):
+        return self._lookup(node, ins, _tanh_lookup, lambda bx, s: 2.0**s)
+
+    def _op_Erf(self, node, ins):
+        return self._lookup(node, ins, _erf_lookup, lambda bx, s: 2.0**s)
+
+    def _op_Exp(self, node, ins):
+        return self._lookup(node, ins, _exp_lookup, _exp_bound)
+
+    def _check_lookup_values(self, x: np.ndarray, node, what: str = "lookup input") -> None:
+        if self.limits.lookup is not None:
+            lo, top = self.limits.lookup
+            _enforce_range(x, lo, top, f"node {node.name!r} (op {node.op_type})", what,
+                           "the input range of the circuit's lookup table (from the calibrated run_args.lookup_range)")
+
+    def _op_Softmax(self, node, ins):
+        """ezkl HybridOp::Softmax (``layouts::softmax``) along one axis, at input scale s, S = max(s, global):
+        ``e = exp_lookup(x - max(x))`` (scale s), ``inv = recip(sum(e))`` = ``round(2**S / (sum / 2**s))``
+        (``nonlinearities::recip``), output ``e * inv`` at scale s + S, then rebase."""
+        a = self._need_act(node, ins[0])
+        axis = _attrs(node).get("axis", -1)
+        if axis < 0:
+            axis += len(a.shape)
+        s_in = a.scale
+        s_out = max(max(self.scales.input, self.scales.params), s_in)  # scales.get_max()
+        m_in, m_out = 2.0**s_in, 2.0**s_out
+        slot = self._new_slot()
+
+        def step(v, b, src=a.slot, dst=slot):
+            x = _as_int(v[src])
+            sub = x - x.max(axis=axis, keepdims=True)
+            self._check_lookup_values(sub, node, "exp lookup input (x - max)")
+            e = _exp_lookup(sub, s_in)  # in (0, m_in]
+            denom = e.sum(axis=axis, keepdims=True)
+            rescaled = denom / m_in
+            with np.errstate(divide="ignore"):
+                inv = round_half_away(m_out * np.where(rescaled == 0.0, 1.0 / _F64_EPS, 1.0 / np.where(rescaled == 0.0, 1.0, rescaled)))
+            if self.limits.decomp_bound is not None:
+                _enforce_range(inv, -self.limits.decomp_bound, self.limits.decomp_bound,
+                               f"node {node.name!r} (op Softmax)", "reciprocal of the exp sum", self.limits.decomp_reason)
+            y = e * inv
+            by = _absmax(y)
+            v[dst] = _carrier(y, by)
+            b[dst] = by
+
+        self._emit(step)
+        scale = self._rebase(node, slot, s_in + s_out)
+        return _Act(slot, scale, a.shape)
+
+    # ------------------------------------------------------------ reductions
+    def _axes(self, node, ins, a: _Act) -> tuple[tuple[int, ...], bool]:
+        at = _attrs(node)
+        axes = at.get("axes")
+        if axes is None and len(ins) > 1 and ins[1] is not None:
+            axes = [int(v) for v in np.asarray(self._need_const(node, ins[1], "axes").raw).reshape(-1)]
+        if axes is None or len(axes) == 0:
+            if at.get("noop_with_empty_axes", 0):
+                raise NotImplementedError(f"node {node.name!r} (op {node.op_type}): noop_with_empty_axes not supported")
+            axes = list(range(len(a.shape)))
+        axes = tuple(sorted(ax + len(a.shape) if ax < 0 else ax for ax in axes))
+        return axes, bool(at.get("keepdims", 1))
+
+    def _sum(self, node, a: _Act, axes: tuple[int, ...], keepdims: bool) -> _Act:
+        """ezkl PolyOp::Sum: exact integer sum, same scale, no rebase."""
+        slot = self._new_slot()
+        n = int(np.prod([a.shape[i] for i in axes], dtype=np.int64))
+
+        def step(v, b, src=a.slot, dst=slot):
+            bo = b[src] * n
+            x = v[src] if bo < _F64_LIMIT else _as_int(v[src])
+            v[dst] = _carrier(x.sum(axis=axes, keepdims=keepdims), bo)
+            b[dst] = bo
+
+        self._emit(step)
+        shape = tuple(1 if i in axes else d for i, d in enumerate(a.shape)) if keepdims else tuple(
+            d for i, d in enumerate(a.shape) if i not in axes)
+        return _Act(slot, self._rebase(node, slot, a.scale), shape)
+
+    def _op_ReduceSum(self, node, ins):
+        a = self._need_act(node, ins[0])
+        axes, keep = self._axes(node, ins, a)
+        return self._squeeze_reduced(node, self._sum(node, a, axes, True), axes, keep)
+
+    def _squeeze_reduced(self, node, r: _Act, axes: tuple[int, ...], keep: bool) -> _Act:
+        """keepdims=0: tract reduces with kept axes then removes them (a Reshape, which ezkl rebases)."""
+        if keep:
+            return r
+        shape = tuple(d for i, d in enumerate(r.shape) if i not in axes)
+        out = node.output[0]
+        if out not in self._graph_outputs and self._consumer_ops.get(out, set()) <= {"Gemm", "MatMul"}:
+            # tract absorbs the axis removal into a consuming EinSum: no Reshape node, no rebase
+            return self._reshape(r, shape)
+        return self._reshape(r, shape, node)
+
+    def _mean(self, node, a: _Act, axes: tuple[int, ...], keep: bool) -> _Act:
+        """tract lowers a mean to Sum then Mul by the f32 constant 1/N: ezkl's Mul rule applies
+        (N a power of two: Identity raising the scale by log2 N; otherwise Mult at param_scale + rebase)."""
+        n = int(np.prod([a.shape[i] for i in axes], dtype=np.int64))
+        summed = self._sum(node, a, axes, True)
+        mean = self._mul_const(node, summed, np.asarray(np.float32(1.0) / np.float32(n), dtype=np.float32))
+        return self._squeeze_reduced(node, mean, axes, keep)
+
+    def _op_ReduceMean(self, node, ins):
+        a = self._need_act(node, ins[0])
+        axes, keep = self._axes(node, ins, a)
+        base = self._squared.get(node.input[0])
+        if base is not None and self._consumers.get(node.input[0], 0) == 1:
+            # tract fuses Square + ReduceMean into Reduce<MeanOfSquares> (one division, no rebase between)
+            return self._squeeze_reduced(node, self._mean_of_squares(node, base, axes), axes, keep)
+        return self._mean(node, a, axes, keep)
+
+    def _op_GlobalAveragePool(self, node, ins):
+        a = self._need_act(node, ins[0])
+        return self._mean(node, a, tuple(range(2, len(a.shape))), True)
+
+    # -------------------------------------------------------------- pooling
+    def _pool_geometry(self, node, a: _Act):
+        at = _attrs(node)
+        if len(a.shape) != 4:
+            raise NotImplementedError(f"node {node.name!r} (op {node.op_type}): only 2-D pooling supported")
+        if at.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            raise NotImplementedError(f"node {node.name!r} (op {node.op_type}): auto_pad not supported")
+        if at.get("ceil_mode", 0):
+            raise NotImplementedError(f"node {node.name!r} (op {node.op_type}): ceil_mode not supported")
+        if any(d != 1 for d in at.get("dilations", [1, 1])):
+            raise NotImplementedError(f"node {node.name!r} (op {node.op_type}): dilations not supported")
+        kh, kw = at["kernel_shape"]
+        sh, sw = at.get("strides", [1, 1])
+        pt, pl, pb, pr = at.get("pads", [0, 0, 0, 0])
+        n, c, h, w = a.shape
+        oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+
+        def windows(x: np.ndarray) -> np.ndarray:
+            """(n, c, oh, ow, kh*kw) windows of the zero-padded input (ezkl pads with 0)."""
+            xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+            v = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :oh, :ow]
+            return v.reshape(n, c, oh, ow, kh * kw)
+
+        return windows, (n, c, oh, ow), kh * kw
+
+    def _op_MaxPool(self, node, ins):
+        """ezkl HybridOp::MaxPool: the input is padded with *zeros* (not -inf), max per window."""
+        a = self._need_act(node, ins[0])
+        if len(node.output) > 1 and node.output[1]:
+            raise NotImplementedError(f"node {node.name!r} (op MaxPool): indices output not supported")
+        windows, shape, _ = self._pool_geometry(node, a)
+        slot = self._new_slot()
+
+        def step(v, b, src=a.slot, dst=slot):
+            v[dst] = windows(v[src]).max(axis=-1)
+            b[dst] = b[src]
+
+        self._emit(step)
+        return _Act(slot, self._rebase(node, slot, a.scale), shape)
+
+    def _op_AveragePool(self, node, ins):
+        """ezkl SumPool(normalized): zero-padded window sums, then ``layouts::div`` by the kernel size
+        (round half away; always the full kernel size, whatever count_include_pad says); same scale."""
+        a = self._need_act(node, ins[0])
+        windows, shape, k = self._pool_geometry(node, a)
+        slot = self._new_slot()
+
+        def step(v, b, src=a.slot, dst=slot):
+            bo = b[src] * k
+            x = v[src] if bo < _F64_LIMIT else _as_int(v[src])
+            ssum = windows(x).sum(axis=-1)
+            if ssum.dtype == np.float64:
+                q = round_half_away(ssum / float(k))
+            else:
+                q = _const_div_int(ssum, k)
+            v[dst] = _carrier(q, bo / k + 1.0)
+            b[dst] = bo / k + 1.0
+
+        self._emit(step)
+        if k != 1:
+            self._check_decomposed(slot, f"node {node.name!r} (op AveragePool)", f"quotient (divided by {k})")
+        return _Act(slot, self._rebase(node, slot, a.scale), shape)
+
+    # ---------------------------------------------------- elementwise piecewise
+    def _op_LeakyRelu(self, node, ins):
+        """ezkl PolyOp::LeakyReLU{slope, scale=param_scale}: ``x > 0 ? x * 2**P : x * round(slope * 2**P)``
+        at scale s + P, then rebase; the input is decomposed (its sign)."""
+        a = self._need_act(node, ins[0])
+        alpha = float(np.float32(_attrs(node).get("alpha", 0.01)))
+        if alpha == 0.0:
+            return self._op_Relu(node, ins)
+        self._check_decomposed(a.slot, f"node {node.name!r} (op {node.op_type})", "input")
+        p = self.scales.params
+        qa = float(_quantize_param(np.array([alpha], dtype=np.float32), p)[0])
+        mp = 2.0**p
+        slot = self._new_slot()
+
+        def step(v, b, src=a.slot, dst=slot):
+            x = v[src]
+            bo = b[src] * max(mp, abs(qa))
+            if bo < _F64_LIMIT and x.dtype == np.float64:
+                v[dst] = np.where(x > 0, x * mp, x * qa)
+            else:
+                xi = _as_int(x)
+                v[dst] = _carrier(np.where(xi > 0, xi * np.int64(mp), xi * np.int64(qa)), bo)
+            b[dst] = bo
+
+        self._emit(step)
+        scale = self._rebase(node, slot, a.scale + p)
+        return _Act(slot, scale, a.shape)
+
+    def _clamp(self, node, a: _Act, c: _Const, fn) -> _Act:
+        """ezkl Max/Min with a constant (homogenous scales: a single-use constant is re-quantized at
+        max(param_scale, input scale)); same scale, no rebase."""
+        c_scale = max(self.scales.params, a.scale) if c.uses == 1 else self.scales.params
+        if c_scale != a.scale:
+            raise NotImplementedError(f"node {node.name!r} (op {node.op_type}): constant at a different scale than the input")
+        cq = _quantize_param(np.asarray(c.raw, dtype=np.float32), c_scale)
+        cf = cq.astype(np.float64)
+        shape = tuple(np.broadcast_shapes(a.shape, cq.shape))
+        slot = self._new_slot()
+
+        def step(v, b, src=a.slot, dst=slot):
+            x = v[src]
+            y = fn(x, cf) if x.dtype == np.float64 else fn(x, cq)
+            v[dst] = np.ascontiguousarray(np.broadcast_to(y, shape))
+            b[dst] = max(b[src], _absmax(cq))
+
+        self._emit(step)
+        return _Act(slot, self._rebase(node, slot, a.scale), shape)
+
+    def _op_Clip(self, node, ins):
+        """Clip -> Max(x, lo) then Min(., hi) (ezkl; Max(x, 0) is loaded as ReLU)."""
+        a = self._need_act(node, ins[0])
+        lo = ins[1] if len(ins) > 1 else None
+        hi = ins[2] if len(ins) > 2 else None
+        at = _attrs(node)
+        if "min" in at or "max" in at:
+            raise NotImplementedError(f"node {node.name!r} (op Clip): opset < 11 attributes not supported")
+        if lo is not None:
+            lo = self._need_const(node, lo, "min")
+            if np.all(np.asarray(lo.raw) == 0):
+                a = self._op_Relu(node, [a])
+            else:
+                a = self._clamp(node, a, lo, np.maximum)
+        if hi is not None:
+            a = self._clamp(node, a, self._need_const(node, hi, "max"), np.minimum)
+        return a
+
+    # ---------------------------------------------------------- normalization
+    def _pow_int(self, node, a: _Act, k: int) -> _Act:
+        """ezkl PolyOp::Pow(k): exact ``x**k`` at scale k*s, then rebase."""
+        if k < 1:
+            raise NotImplementedError(f"node {node.name!r} (op {node.op_type}): exponent {k} not supported")
+        slot = self._new_slot()
+
+        def step(v, b, src=a.slot, dst=slot):
+            bo = b[src] ** k
+            x = v[src]
+            if bo < _F64_LIMIT and x.dtype == np.float64:
+                v[dst] = x**k
+            else:
+                v[dst] = _carrier(_as_int(x) ** k, bo)
+            b[dst] = bo
+
+        self._emit(step)
+        return _Act(slot, self._rebase(node, slot, a.scale * k), a.shape)
+
+    def _op_Pow(self, node, ins):
+        a = self._need_act(node, ins[0], "base")
+        e = np.asarray(self._need_const(node, ins[1], "exponent").raw).reshape(-1)
+        if e.size != 1 or float(e[0]) != math.floor(float(e[0])):
+            raise NotImplementedError(f"node {node.name!r} (op Pow): only a scalar integer exponent is supported")
+        k = int(e[0])
+        if k == 1:
+            return a
+        if k == 2:
+            self._squared[node.output[0]] = a
+        return self._pow_int(node, a, k)
+
+    def _sqrt_values(self, x: np.ndarray, m: float) -> np.ndarray:
+        """``nonlinearities::sqrt``: ``round(m * sqrt(a / m))`` (NaN for a < 0 casts to 0)."""
+        with np.errstate(invalid="ignore"):
+            f = m * np.sqrt(np.asarray(x, dtype=np.float64) / m)
+        return np.nan_to_num(round_half_away(f), nan=0.0)
+
+    def _recip_values(self, node, x: np.ndarray, m_in: float, m_out: float) -> np.ndarray:
+        """``layouts::recip`` claimed output: ``round(m_out / (a / m_in))`` (``1 / (0 + eps)`` for 0), decomposed."""
+        r = np.asarray(x, dtype=np.float64) / m_in
+        with np.errstate(divide="ignore"):
+            inv = round_half_away(m_out * np.where(r == 0.0, 1.0 / _F64_EPS, 1.0 / np.where(r == 0.0, 1.0, r)))
+        if self.limits.decomp_bound is not None:
+            _enforce_range(inv, -self.limits.decomp_bound, self.limits.decomp_bound,
+                           f"node {node.name!r} (op {node.op_type})", "reciprocal", self.limits.decomp_reason)
+        return inv
+
+    def _op_Sqrt(self, node, ins):
+        a = self._need_act(node, ins[0])
+        m = 2.0**a.scale
+        slot = self._new_slot()
+
+        def step(v, b, src=a.slot, dst=slot):
+            y = self._sqrt_values(_as_int(v[src]), m)
+            v[dst] = _carrier(y, _absmax(y))
+            b[dst] = _absmax(y)
+
+        self._emit(step)
+        return _Act(slot, self._rebase(node, slot, a.scale), a.shape)
+
+    def _recip(self, node, a: _Act) -> _Act:
+        """ezkl HybridOp::Recip: ``round(2**S / (x / 2**s))``, S = max(global max scale, s)."""
+        s_out = max(max(self.scales.input, self.scales.params), a.scale)
+        m_in, m_out = 2.0**a.scale, 2.0**s_out
+        slot = self._new_slot()
+
+        def step(v, b, src=a.slot, dst=slot):
+            y = self._recip_values(node, _as_int(v[src]), m_in, m_out)
+            by = _absmax(y)
+            v[dst] = _carrier(y, by)
+            b[dst] = by
+
+        self._emit(step)
+        return _Act(slot, self._rebase(node, slot, s_out), a.shape)
+
+    def _op_Reciprocal(self, node, ins):
+        return self._recip(node, self._need_act(node, ins[0]))
+
+    def _rsqrt(self, node, a: _Act) -> _Act:
+        """ezkl HybridOp::Rsqrt (``layouts::rsqrt``): sqrt at the input scale, then recip to
+        output scale max(global max scale, input scale)."""
+        s_out = max(max(self.scales.input, self.scales.params), a.scale)
+        m_in, m_out = 2.0**a.scale, 2.0**s_out
+        slot = self._new_slot()
+
+        def step(v, b, src=a.slot, dst=slot):
+            sq = self._sqrt_values(_as_int(v[src]), m_in)
+            y = self._recip_values(node, sq, m_in, m_out)
+            by = _absmax(y)
+            v[dst] = _carrier(y, by)
+            b[dst] = by
+
+        self._emit(step)
+        return _Act(slot, self._rebase(node, slot, s_out), a.shape)
+
+    def _mean_of_squares(self, node, a: _Act, axes: tuple[int, ...]) -> _Act:
+        """ezkl PolyOp::MeanOfSquares: ``layouts::div(sum(x**2), N)`` (round half away, decomposed),
+        scale 2s, then rebase."""
+        n = int(np.prod([a.shape[i] for i in axes], dtype=np.int64))
+        slot = self._new_slot()
+
+        def step(v, b, src=a.slot, dst=slot):
+            xi = _as_int(v[src])
+            sq = (xi * xi).sum(axis=axes, keepdims=True)
+            q = _const_div_int(sq, n)
+            v[dst] = _carrier(q, _absmax(q))
+            b[dst] = _absmax(q)
+
+        self._emit(step)
+        if n != 1:
+            self._check_decomposed(slot, f"node {node.name!r} (op {node.op_type})", f"mean of squares (divided by {n})")
+        shape = tuple(1 if i in axes else d for i, d in enumerate(a.shape))
+        return _Act(slot, self._rebase(node, slot, 2 * a.scale), shape)
+
+    def _op_LayerNormalization(self, node, ins):
+        """tract's LayerNorm lowering as ezkl runs it: mean (Sum, Mul 1/N), Sub (rebased),
+        MeanOfSquares, Add eps, Rsqrt, Mult, then Mul gamma / Add beta (skipped when 1 / 0)."""
+        at = _attrs(node)
+        if len(node.output) > 1 and any(node.output[1:]):
+            raise NotImplementedError(f"node {node.name!r} (op LayerNormalization): extra outputs not supported")
+        if at.get("stash_type", 1) != 1:
+            raise NotImplementedError(f"node {node.name!r} (op LayerNormalization): stash_type != 1 not supported")
+        x = self._need_act(node, ins[0])
+        axis = at.get("axis", -1)
+        if axis < 0:
+            axis += len(x.shape)
+        axes = tuple(range(axis, len(x.shape)))
+        eps = np.float32(at.get("epsilon", 1e-5))
+        mean = self._mean(node, x, axes, True)
+        d = self._add(node, x, mean, sign_c=-1)
+        ms = self._mean_of_squares(node, d, axes)
+        var = self._add(node, ms, _Const(np.asarray([eps], dtype=np.float32), f"{node.name}.epsilon", uses=1))
+        r = self._rsqrt(node, var)
+        y = self._mul_acts(node, d, r)
+        gamma = ins[1] if len(ins) > 1 else None
+        beta = ins[2] if len(ins) > 2 else None
+        if gamma is not None:
+            g = np.asarray(self._need_const(node, gamma, "scale").raw)
+            if not np.all(g == 1):
+                y = self._mul_const(node, y, g)
+        if beta is not None:
+            bt = self._need_const(node, beta, "bias")
+            if not np.all(np.asarray(bt.raw) == 0):
+                y = self._add(node, y, bt)
+        return y
+
+    # ------------------------------------------------------------ shape ops
+    def _view(self, node, a: _Act, fn: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...]) -> _Act:
+        """A value-preserving shape op (ezkl Slice/Reshape/MultiBroadcastTo...: rebased only above R)."""
+        slot = self._new_slot()
+
+        def step(v, b, src=a.slot, dst=slot):
+            v[dst] = np.ascontiguousarray(fn(v[src]))
+            b[dst] = b[src]
+
+        self._emit(step)
+        return _Act(slot, self._rebase(node, slot, a.scale), tuple(int(d) for d in shape))
+
+    def _int_list(self, node, v, what: str) -> list[int]:
+        return [int(d) for d in np.asarray(self._need_const(node, v, what).raw).reshape(-1)]
+
+    def _op_Unsqueeze(self, node, ins):
+        a = self._need_act(node, ins[0])
+        axes = _attrs(node).get("axes") or self._int_list(node, ins[1], "axes")
+        rank = len(a.shape) + len(axes)
+        axes = sorted(ax + rank if ax < 0 else ax for ax in axes)
+        shape = list(a.shape)
+        for ax in axes:
+            shape.insert(ax, 1)
+        return self._reshape(a, tuple(shape), node)
+
+    def _op_Squeeze(self, node, ins):
+        a = self._need_act(node, ins[0])
+        axes = _attrs(node).get("axes")
+        if axes is None and len(ins) > 1 and ins[1] is not None:
+            axes = self._int_list(node, ins[1], "axes")
+        if axes is None:
+            axes = [i for i, d in enumerate(a.shape) if d == 1]
+        axes = {ax + len(a.shape) if ax < 0 else ax for ax in axes}
+        return self._reshape(a, tuple(d for i, d in enumerate(a.shape) if i not in axes), node)
+
+    def _op_Expand(self, node, ins):
+        a = self._need_act(node, ins[0])
+        target = self._int_list(node, ins[1], "shape")
+        shape = tuple(np.broadcast_shapes(a.shape, tuple(target)))
+        return self._view(node, a, lambda x: np.broadcast_to(x, shape), shape)
+
+    def _op_Slice(self, node, ins):
+        a = self._need_act(node, ins[0])
+        if _attrs(node).get("starts") is not None:
+            raise NotImplementedError(f"node {node.name!r} (op Slice): opset < 10 attributes not supported")
+        starts = self._int_list(node, ins[1], "starts")
+        ends = self._int_list(node, ins[2], "ends")
+        axes = self._int_list(node, ins[3], "axes") if len(ins) > 3 and ins[3] is not None else list(range(len(starts)))
+        steps = self._int_list(node, ins[4], "steps") if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
+        idx = [slice(None)] * len(a.shape)
+        for st_, en, ax, sp in zip(starts, ends, axes, steps):
+            ax = ax + len(a.shape) if ax < 0 else ax
+            if sp == 0:
+                raise ValueError(f"node {node.name!r} (op Slice): step 0")
+            # ONNX clamps out-of-range starts/ends (INT64_MAX etc.) exactly like Python slicing
+            idx[ax] = slice(st_, en, sp)
+        idx = tuple(idx)
+        shape = np.empty(a.shape, dtype=np.int8)[idx].shape
+        return self._view(node, a, lambda x: x[idx], shape)
+
+    def _op_Concat(self, node, ins):
+        """ezkl Concat: all inputs homogenized to the max scale (lower ones multiplied by 2**diff,
+        single-use constants re-quantized from raw), then rebase."""
+        axis = _attrs(node)["axis"]
+        acts = [v for v in ins if isinstance(v, _Act)]
+        if not acts:
+            raise NotImplementedError(f"node {node.name!r} (op Concat): all inputs constant")
+        rank = len(acts[0].shape)
+        if axis < 0:
+            axis += rank
+        act_scales = [v.scale for v in acts]
+        const_scales = [self.scales.params if v.uses != 1 else max([self.scales.params] + act_scales)
+                        for v in ins if isinstance(v, _Const)]
+        out_scale = max(act_scales + const_scales)
+        parts: list[tuple[str, Any, int]] = []
+        shapes = []
+        for v in ins:
+            if isinstance(v, _Act):
+                parts.append(("act", v.slot, 1 << (out_scale - v.scale)))
+                shapes.append(v.shape)
+            else:
+                cs = self.scales.params if v.uses != 1 else max([self.scales.params] + act_scales)
+                cq = _quantize_param(np.asarray(v.raw, dtype=np.float32), cs) * np.int64(1 << (out_scale - cs))
+                parts.append(("const", cq, 1))
+                shapes.append(cq.shape)
+        shape = list(shapes[0])
+        shape[axis] = sum(sh[axis] for sh in shapes)
+        slot = self._new_slot()
+
+        def step(v, b, dst=slot):
+            arrs, bo = [], 0.0
+            for kind, p, mult in parts:
+                if kind == "act":
+                    arrs.append(_as_int(v[p]) * np.int64(mult) if mult != 1 else _as_int(v[p]))
+                    bo = max(bo, b[p] * mult)
+                else:
+                    arrs.append(p)
+                    bo = max(bo, _absmax(p))
+            v[dst] = _carrier(np.concatenate(arrs, axis=axis), bo)
+            b[dst] = bo
+
+        self._emit(step)
+        return _Act(slot, self._rebase(node, slot, out_scale), tuple(shape))
+
+    def _op_Gather(self, node, ins):
+        """ezkl HybridOp::Gather: a constant table (quantized at param_scale) indexed by runtime
+        integer ids (e.g. an embedding), or a runtime tensor indexed by constant indices."""
+        data, idx = ins
+        axis = _attrs(node).get("axis", 0)
+        if isinstance(data, _Const) and isinstance(idx, _Act):
+            if idx.scale != 0:
+                raise NotImplementedError(f"node {node.name!r} (op Gather): indices at scale {idx.scale} (not integers)")
+            table = _quantize_param(np.asarray(data.raw, dtype=np.float32), self.scales.params) if np.asarray(data.raw).dtype.kind == "f" \
+                else np.asarray(data.raw, dtype=np.int64)
+            scale = self.scales.params if np.asarray(data.raw).dtype.kind == "f" else 0
+            if axis < 0:
+                axis += table.ndim
+            n = table.shape[axis]
+            bt = _absmax(table)
+            where = f"node {node.name!r} (op Gather)"
+            slot = self._new_slot()
+
+            def step(v, b, src=idx.slot, dst=slot):
+                ii = _as_int(v[src])
+                _enforce_range(ii, 0, n - 1, where, "index", f"the gathered axis has {n} entries")
+                v[dst] = _carrier(np.take(table, ii, axis=axis), bt)
+                b[dst] = bt
+
+            self._emit(step)
+            shape = table.shape[:axis] + tuple(idx.shape) + table.shape[axis + 1 :]
+            return _Act(slot, self._rebase(node, slot, scale), tuple(shape))
+        a = self._need_act(node, data, "data")
+        ii = np.asarray(self._need_const(node, idx, "indices").raw).astype(np.int64)
+        if axis < 0:
+            axis += len(a.shape)
+        ii = np.where(ii < 0, ii + a.shape[axis], ii)
+        shape = a.shape[:axis] + ii.shape + a.shape[axis + 1 :]
+        return self._view(node, a, lambda x: np.take(x, ii, axis=axis), shape)
+
+    # ------------------------------------------------------ comparisons / Where
+    def _homogenize(self, node, items: list) -> tuple[int, list[Callable[[list, list], tuple[np.ndarray, float]]], list]:
+        """ezkl homogenous input scales: every input at the max scale (runtime tensors multiplied by
+        2**diff; single-use constants re-quantized from raw at the max input scale).  Returns
+        (scale, getters (v, b) -> (int array, bound), shapes)."""
+        act_scales = [v.scale for v in items if isinstance(v, _Act)]
+        cscale = {id(v): (max([self.scales.params] + act_scales) if v.uses == 1 else self.scales.params)
+                  for v in items if isinstance(v, _Const)}
+        out = max(act_scales + list(cscale.values()))
+        getters, shapes = [], []
+        for v in items:
+            if isinstance(v, _Act):
+                mult = np.int64(1 << (out - v.scale))
+
+                def get(vv, bb, slot=v.slot, mult=mult):
+                    x = _as_int(vv[slot])
+                    return (x * mult if mult != 1 else x), bb[slot] * float(mult)
+
+                shapes.append(v.shape)
+            else:
+                raw = np.asarray(v.raw)
+                cs = cscale[id(v)]
+                cq = (_quantize_param(raw.astype(np.float32), cs) if raw.dtype.kind == "f" else raw.astype(np.int64)) \
+                    * np.int64(1 << (out - cs))
+                bc = _absmax(cq)
+
+                def get(vv, bb, cq=cq, bc=bc):
+                    return cq, bc
+
+                shapes.append(cq.shape)
+            getters.append(get)
+        return out, getters, shapes
+
+    def _cmp(self, node, ins, fn, keep_scale: bool = False):
+        """ezkl Greater/Less/...: homogenized inputs, 0/1 result at scale 0.  ezkl's Equals is not in
+        HybridOp::out_scale's scale-0 list: its 0/1 result is *labelled with the input scale*
+        (so ``(x == c).float()`` is worth 2**-s, not 1)."""
+        if not any(isinstance(v, _Act) for v in ins):
+            raise NotImplementedError(f"node {node.name!r} (op {node.op_type}): constant comparison")
+        in_scale, (ga, gb), shapes = self._homogenize(node, list(ins))
+        shape = tuple(np.broadcast_shapes(*shapes))
+        slot = self._new_slot()
+
+        def step(v, b, dst=slot):
+            x, _ = ga(v, b)
+            y, _ = gb(v, b)
+            v[dst] = np.broadcast_to(fn(x, y), shape).astype(np.float64)
+            b[dst] = 1.0
+
+        self._emit(step)
+        if keep_scale:
+            return _Act(slot, self._rebase(node, slot, in_scale), shape)
+        return _Act(slot, 0, shape)
+
+    def _op_Greater(self, node, ins):
+        return self._cmp(node, ins, np.greater)
+
+    def _op_Less(self, node, ins):
+        return self._cmp(node, ins, np.less)
+
+    def _op_GreaterOrEqual(self, node, ins):
+        return self._cmp(node, ins, np.greater_equal)
+
+    def _op_LessOrEqual(self, node, ins):
+        return self._cmp(node, ins, np.less_equal)
+
+    def _op_Equal(self, node, ins):
+        return self._cmp(node, ins, np.equal, keep_scale=True)
+
+    def _op_Where(self, node, ins):
+        """ezkl PolyOp::Iff(mask, a, b): ``mask * a + (1 - mask) * b`` with a, b homogenized; output
+        at their scale (rebased above R)."""
+        cond, a, c = ins
+        cond = self._need_act(node, cond, "condition")
+        if not (isinstance(a, _Act) or isinstance(c, _Act)):
+            raise NotImplementedError(f"node {node.name!r} (op Where): both branches constant")
+        scale, (ga, gc), shapes = self._homogenize(node, [a, c])
+        shape = tuple(np.broadcast_shapes(cond.shape, *shapes))
+        slot = self._new_slot()
+
+        def step(v, b, sm=cond.slot, dst=slot):
+            m = _as_int(v[sm]) != 0
+            x, bx = ga(v, b)
+            y, by = gc(v, b)
+            bo = max(bx, by)
+            v[dst] = _carrier(np.broadcast_to(np.where(m, x, y), shape), bo)
+            b[dst] = bo
+
+        self._emit(step)
+        return _Act(slot, self._rebase(node, slot, scale), shape)
+
+    def _op_BatchNormalization(self, node, ins):
+        """Inference BatchNorm: tract folds it into ``x * k + c`` with k = gamma / sqrt(var + eps) and
+        c = beta - mean * k (f32), per channel; ezkl: Mult by k at param_scale (rebase), Add c."""
+        at = _attrs(node)
+        if at.get("training_mode", 0):
+            raise NotImplementedError(f"node {node.name!r} (op BatchNormalization): training mode not supported")
+        x = self._need_act(node, ins[0])
+        gamma, beta, mean, var = (np.asarray(self._need_const(node, v, "parameter").raw, dtype=np.float32) for v in ins[1:5])
+        eps = np.float32(at.get("epsilon", 1e-5))
+        k = gamma / np.sqrt(var + eps)
+        c = beta - mean * k
+        bshape = (1, -1) + (1,) * (len(x.shape) - 2)
+        y = self._mul_const(node, x, k.reshape(bshape))
+        if np.any(c != 0):
+            y = self._add(node, y, _Const(c.reshape(bshape), f"{node.name}.bias", uses=1))
+        return y
 
     def _op_Conv(self, node, ins):
         at = _attrs(node)

@@ -106,6 +106,14 @@ def cmd_compile(args: argparse.Namespace) -> None:
     artifacts.require(calibration, artifacts.INPUT, role="--calibration")
     reports = compile_plan(Path(args.plan), onnx_io.load_batch(calibration, plan.input_signature()), quiet=args.quiet)
     lines = [f"seg {r['segment']} ({r['mode']}): logrows {r['logrows']} (estimated {r['est_logrows']}), rows {r['num_rows']}, pk {r['pk_bytes'] / 1e6:.0f} MB, setup {r['seconds']['setup']:.1f} s" for r in reports]
+    if args.public_bundle:
+        from imo.proving.bundle import write_public_bundle
+
+        bundle = write_public_bundle(Path(args.plan), Path(args.public_bundle))
+        withheld = [f"seg {s['segment']}: {', '.join(s['withheld'])}" for s in bundle["segments"] if s["withheld"]]
+        lines.append(f"public bundle: {bundle['plan']} (point a challenger at it: `imo node challenger --plan {bundle['plan']}`); "
+                     f"withheld: {'; '.join(withheld) or 'nothing (no zk segment)'}")
+        reports = {"segments": reports, "public_bundle": bundle}
     _print(args, reports, "\n".join(lines))
 
 
@@ -515,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("compile", cmd_compile, "build settings, circuits and keys for every segment of a plan")
     p.add_argument("plan", help="plan.json written by `imo plan --out`")
     p.add_argument("--calibration", help="N model inputs concatenated (default: calibration.json beside the model)")
+    p.add_argument("--public-bundle", metavar="DIR", help="also write what a challenger needs, and no zk segment's weights, into DIR (see README: which files are public)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = command("prove", cmd_prove, "prove one inference: monolithically (ONNX) or segment by segment (plan.json)")

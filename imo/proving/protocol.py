@@ -21,7 +21,7 @@ from eth_utils import keccak
 
 from imo.circuits.fixed_point import FIELD_MODULUS, FixedPointProgram, poseidon_commitment, quantize
 from imo.circuits.plan import Plan
-from imo.errors import UnprovableClaimError
+from imo.errors import MissingArtifactError, UnprovableClaimError
 from imo.proving import prover
 from imo.proving.circuit import write_quantized_input
 from imo.proving.native import call_ezkl
@@ -247,6 +247,8 @@ class PlanRuntime:
     def run_op(self, k: int, q_in: np.ndarray) -> np.ndarray:
         """Segment k (1-based) on the canonical fixed-point executor."""
         seg = self.plan.segments[k - 1]
+        if not seg.onnx:  # a public bundle withholds zk segments' ONNX (their weights): only the operator runs them
+            raise MissingArtifactError(f"segment {k} is private in {self.plan_file} (a public bundle); only the operator's plan can execute it")
         if k not in self._programs:
             self._programs[k] = FixedPointProgram(self.plan_dir / seg.onnx, circuit_files(self.plan_dir, seg).settings_dict())
         return self._programs[k](np.asarray(q_in, dtype=np.int64).reshape(seg.input_shape)).ravel()

@@ -35,7 +35,7 @@ def circuit_files(plan_dir: Path, segment: Segment) -> CircuitFiles:
     index = Path(plan_dir) / CIRCUITS_FILE
     if not index.is_file():
         raise MissingArtifactError(f"{index} not found; run `imo compile {Path(plan_dir) / 'plan.json'}` first")
-    return CircuitFiles(json.loads(index.read_text())[str(segment.index)]["dir"])
+    return CircuitFiles(Path(plan_dir) / json.loads(index.read_text())[str(segment.index)]["dir"])  # a public bundle's dirs are relative
 
 
 def segment_visibility(plan: Plan, segment: Segment) -> Visibility:
@@ -51,6 +51,8 @@ def compile_plan(plan_path: Path, calibration: np.ndarray, store: ArtifactStore 
     store = store or ArtifactStore()
     batch = np.asarray(calibration, dtype=np.float32)
     reports, index = [], {}
+    if any(not segment.onnx for segment in plan.segments):
+        raise MissingArtifactError(f"{plan_path} is a public bundle (its zk segments' ONNX files are private); compile the operator's plan")
     for segment in tqdm(plan.segments, desc="compile segments", unit="seg", disable=quiet):
         onnx_path = plan_dir / segment.onnx
         visibility = segment_visibility(plan, segment)
