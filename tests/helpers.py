@@ -85,6 +85,25 @@ class ToyModel:
         return Claim(input_bytes, commitments, data, public(n), proofs)
 
 
+def tiny_hybrid_plan(root: Path) -> Path:
+    """A 3-layer MLP (8→8→8→4) planned zk (private input layer) → op → op and compiled: the nodes' and the operator
+    commands' model (its circuits come from the artifact store after the first build)."""
+    import torch
+    from torch import nn
+
+    from imo.circuits.plan import make_plan, write_plan
+    from imo.models.export import export_onnx
+    from imo.proving.segments import compile_plan
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    rng = np.random.default_rng(0)
+    export_onnx(model, rng.uniform(-1, 1, (1, 8)).astype(np.float32), root / "model.onnx")
+    plan_file = write_plan(*make_plan(root / "model.onnx", private_input=True, budget_logrows=14, merge=False), root / "plan")
+    compile_plan(plan_file, rng.uniform(-1, 1, (8, 1, 8)).astype(np.float32), quiet=True)
+    return plan_file
+
+
 def toy_proof(instances: list[int]) -> bytes:
     return keccak(encode(["uint256[]"], [instances]))
 

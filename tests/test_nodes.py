@@ -25,22 +25,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from eth_abi import decode
-from torch import nn
 
-from helpers import RestartableAnvil, advance, calls_to, gas_paid
+from helpers import RestartableAnvil, advance, calls_to, gas_paid, tiny_hybrid_plan
 from imo.circuits.fixed_point import quantize
-from imo.circuits.plan import Plan, make_plan, write_plan
+from imo.circuits.plan import Plan
 from imo.errors import ImoError, UnprovableClaimError
-from imo.models.export import export_onnx
 from imo.pipeline import oracle_node as oracle_node_module
 from imo.pipeline.challenger_node import ChallengerNode
 from imo.pipeline.faults import FAULTS
 from imo.pipeline.oracle_node import Inbox, OracleNode
 from imo.pipeline.state import NodeState
 from imo.proving.protocol import PlanRuntime, SegmentSpec, request_input
-from imo.proving.segments import compile_plan
 from imo.verifier_contracts.contracts import ContractRevertError, deploy_protocol
 from imo.verifier_contracts.oracle_client import OracleClient, Status
 from imo.verifier_contracts.registration import Terms, dispute_costs, register_plan
@@ -60,15 +56,7 @@ POOL = pool(2)
 @pytest.fixture(scope="module")
 def plan_file(tmp_path_factory) -> Path:
     """The zk → op → op plan, compiled (its circuits come from the artifact store after the first run)."""
-    root = tmp_path_factory.mktemp("nodes-model")
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, (1, 8)).astype(np.float32)
-    export_onnx(model, x, root / "model.onnx")
-    plan_file = write_plan(*make_plan(root / "model.onnx", private_input=True, budget_logrows=14, merge=False), root / "plan")
-    compile_plan(plan_file, rng.uniform(-1, 1, (8, 1, 8)).astype(np.float32), quiet=True)
-    return plan_file
+    return tiny_hybrid_plan(tmp_path_factory.mktemp("nodes-model"))
 
 
 @pytest.fixture(scope="module")

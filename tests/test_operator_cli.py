@@ -9,17 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from eth_account import Account
-from torch import nn
 
-from helpers import advance
-from imo.circuits.plan import make_plan, write_plan
-from imo.models.export import export_onnx
+from helpers import advance, tiny_hybrid_plan
 from imo.pipeline.keys import PASSWORD_ENV, PRIVATE_KEY_ENV, write_keystore
-from imo.proving.segments import compile_plan
 from imo.verifier_contracts.contracts import Deployment, TokenConfig, transact
 
 ETH = 10**18
@@ -38,14 +32,7 @@ def imo(*args: str, key: str | None = None, env: dict | None = None, check: bool
 
 @pytest.fixture(scope="module")
 def plan_file(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("operator-model")
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
-    rng = np.random.default_rng(0)
-    export_onnx(model, rng.uniform(-1, 1, (1, 8)).astype(np.float32), root / "model.onnx")
-    plan = write_plan(*make_plan(root / "model.onnx", private_input=True, budget_logrows=14, merge=False), root / "plan")
-    compile_plan(plan, rng.uniform(-1, 1, (8, 1, 8)).astype(np.float32), quiet=True)
-    return plan
+    return tiny_hybrid_plan(tmp_path_factory.mktemp("operator-model"))
 
 
 @pytest.fixture(scope="module")

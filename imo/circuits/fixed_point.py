@@ -898,10 +898,7 @@ class FixedPointProgram:
 
     def _op_Sigmoid(self, node, ins):
         a = self._need_act(node, ins[0])
-        if self.limits.lookup is not None:
-            lo, top = self.limits.lookup
-            self._check_range(a.slot, lo, top, f"node {node.name!r} (op {node.op_type})", "lookup input",
-                              "the input range of the circuit's lookup table (from the calibrated run_args.lookup_range)")
+        self._check_lookup(node, a)
         slot = self._new_slot()
         out_bound = 2.0**a.scale
         table = _SigmoidTable(a.scale)
@@ -1145,13 +1142,17 @@ class FixedPointProgram:
         return _Act(slot, scale, shape)
 
     # ------------------------------------------------------- lookup tables
-    def _lookup(self, node, ins, fn: Callable[[np.ndarray, int], np.ndarray], out_bound: Callable[[float, int], float]) -> _Act:
-        """An ezkl LookupOp at the input scale (output scale == input scale); inputs must lie in the table."""
-        a = self._need_act(node, ins[0])
+    def _check_lookup(self, node, a: _Act) -> None:
+        """A lookup's inputs must lie in the circuit's table, or no witness exists."""
         if self.limits.lookup is not None:
             lo, top = self.limits.lookup
             self._check_range(a.slot, lo, top, f"node {node.name!r} (op {node.op_type})", "lookup input",
                               "the input range of the circuit's lookup table (from the calibrated run_args.lookup_range)")
+
+    def _lookup(self, node, ins, fn: Callable[[np.ndarray, int], np.ndarray], out_bound: Callable[[float, int], float]) -> _Act:
+        """An ezkl LookupOp at the input scale (output scale == input scale); inputs must lie in the table."""
+        a = self._need_act(node, ins[0])
+        self._check_lookup(node, a)
         slot = self._new_slot()
         scale = a.scale
 
