@@ -141,6 +141,11 @@ OPS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], float]] = {
     "layer_norm_affine": (lambda: _ln_affine(12), (1, 3, 12), 3.0),
     "concat": (lambda: _Fn(lambda m, x: torch.cat([x, x * 0.5, torch.tanh(x), m.c], -1), c=_vec(16, 9).reshape(1, 2, 8)), (1, 2, 8), 2.0),
     "slice": (lambda: _Fn(lambda m, x: x[:, 1:5] + x[:, ::2][:, :4] - x[:, -4:]), (1, 16), 2.0),
+    # Split (sizes as a constant input): q, k, v recombined; an even split of a scale-8 tensor (x * 0.5:
+    # ezkl does not rebase the pieces, so a * b is at scale 16, rounded once) and an uneven one on another axis
+    "split": (lambda: _Fn(lambda m, x: (lambda q, k, v: q * k + v)(*x.split(8, dim=-1))), (1, 2, 24), 2.0),
+    "split_axes": (lambda: _Fn(lambda m, x: (lambda a, b, c, d: torch.cat([a * b, b], 1) + torch.cat([d, c], -1))(
+        *(x * 0.5).split(4, dim=1), *x.split([3, 1], dim=-1))), (1, 8, 4), 2.0),
     "squeeze": (lambda: _Fn(lambda m, x: (x * 0.5).unsqueeze(1).squeeze(0) + x.unsqueeze(-1).squeeze(-1)), (1, 8), 2.0),
     "expand": (lambda: _Fn(lambda m, x: x.unsqueeze(1).expand(1, 3, 8) * m.w, w=_vec(24, 10).reshape(1, 3, 8)), (1, 8), 2.0),
     "batch_norm": (lambda: _bn(3), (1, 3, 4, 4), 2.0),

@@ -8,9 +8,10 @@ import ezkl
 import numpy as np
 import pytest
 
-from imo.circuits.fixed_point import int_to_felt
+from imo.circuits.fixed_point import FixedPointProgram, int_to_felt
 from imo.circuits.plan import Plan, make_plan, write_plan
 from imo.models import cached_export
+from imo.errors import InvalidModelError
 from imo.proving import onnx_io, prover
 from imo.proving.circuit import write_quantized_input
 from imo.proving.native import call_ezkl
@@ -81,3 +82,16 @@ def test_hybrid_output_matches_onnxruntime_within_tolerance(hybrid_run):
     expected = onnx_io.run_onnxruntime(exported.onnx_path, x)[0].ravel()
     tolerance = sum(json.loads(circuit_files(plan_file.parent, s).report.read_text())["tolerance"] for s in plan.segments)
     assert np.max(np.abs(np.array(run["output"]) - expected)) <= tolerance
+
+
+def test_compile_refuses_a_segment_whose_executor_is_not_bit_exact(hybrid_run, monkeypatch):
+    """A safety net under every op the executor implements: compile compares it with ezkl's witness on calibration
+    inputs, so an executor that drifts by one LSB is caught before any claim depends on it."""
+    plan_file, *_ = hybrid_run
+    exported = cached_export("mlp")
+    sig = onnx_io.signature(onnx_io.load_model(exported.onnx_path))
+    calibration = onnx_io.load_batch(exported.onnx_path.with_name("calibration.json"), sig)[:8]
+    honest = FixedPointProgram.__call__
+    monkeypatch.setattr(FixedPointProgram, "__call__", lambda self, q: honest(self, q) + 1)
+    with pytest.raises(InvalidModelError, match=r"segment 0 .*not bit-exact with ezkl"):
+        compile_plan(plan_file, calibration, quiet=True)

@@ -43,7 +43,8 @@ against ``ezkl.gen_witness`` on thousands of random inputs; see
 * **Rebase applies to every non-Identity op** whose output scale exceeds ``R`` -- also value-preserving
   ones (Reshape, Flatten, Transpose, Slice, Gather, Expand, MaxPool, Relu, lookups, Sum, Concat): e.g.
   ``(x * 0.5).reshape(...)`` is divided by 2 at the Reshape.  Only ``PolyOp::Identity`` (ONNX
-  Identity/Dropout, Cast to float, and ``Mul`` by a scalar ``2**-k``) is exempt.
+  Identity/Dropout, Cast to float, and ``Mul`` by a scalar ``2**-k``) is exempt.  **Split** is not rebased
+  either: each piece keeps the input scale (checked against gen_witness, ``tests/test_fixed_point_ops.py``).
 * **Mul** by a constant: a scalar ``c < 1`` with ``log2(1/c)`` integral (f32) is an Identity that only
   raises the scale by ``k`` (no rounding); any other constant is quantized at param_scale (never
   re-quantized), output scale ``s + P``, then rebase.  Activation x activation: scales add.
@@ -770,9 +771,17 @@ class FixedPointProgram:
                 for out, value in zip(node.output, self._fold(node, ins)):
                     vals[out] = _Const(value, out)
                 continue
+            result = handler(node, ins)
+            if isinstance(result, list):  # multi-output op (Split): one value per output
+                if len(result) != len(node.output):
+                    raise NotImplementedError(f"node {node.name!r} (op {op}): {len(node.output)} outputs, expected {len(result)}")
+                for out, value in zip(node.output, result):
+                    if out:
+                        vals[out] = value
+                continue
             if len(node.output) != 1:
                 raise NotImplementedError(f"node {node.name!r} (op {op}): multiple outputs not supported")
-            vals[node.output[0]] = handler(node, ins)
+            vals[node.output[0]] = result
 
         self.output_names = [o.name for o in graph.output]
         self._output_slots: list[int] = []
@@ -1558,7 +1567,8 @@ class FixedPointProgram:
 
     # ------------------------------------------------------------ shape ops
     def _view(self, node, a: _Act, fn: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...]) -> _Act:
-        """A value-preserving shape op (ezkl Slice/Reshape/MultiBroadcastTo...: rebased only above R)."""
+        """A value-preserving shape op (ezkl Reshape/MultiBroadcastTo/Slice...: rebased only above R; Split is not
+        rebased at all, checked against gen_witness)."""
         slot = self._new_slot()
 
         def step(v, b, src=a.slot, dst=slot):
@@ -1614,7 +1624,49 @@ class FixedPointProgram:
             idx[ax] = slice(st_, en, sp)
         idx = tuple(idx)
         shape = np.empty(a.shape, dtype=np.int8)[idx].shape
+        # Known gap: ezkl's rebasing of a Slice whose input is above R depends on its consumers: y[:, :4] * y[:, 4:]
+        # with y = x * 0.5 is not rebased in ezkl, y[:, :4] * y[:, 4:] + y[:, 2:6] is; rebased here, as the latter.
         return self._view(node, a, lambda x: x[idx], shape)
+
+    def _op_Split(self, node, ins):
+        """ONNX Split: one output per piece along ``axis``, values and scale unchanged.
+
+        Unlike Reshape, ezkl does *not* rebase the pieces when the input is above R: checked
+        against gen_witness, ``(x * 0.5).split(4, dim=1)`` keeps scale R + 1 (model_output_scales)
+        and ``a * b`` of the pieces is at 2R + 2, rebased once (tests/test_fixed_point_ops.py)."""
+        a = self._need_act(node, ins[0])
+        at = _attrs(node)
+        axis = at.get("axis", 0)
+        if axis < 0:
+            axis += len(a.shape)
+        if not 0 <= axis < len(a.shape):
+            raise ValueError(f"node {node.name!r} (op Split): axis {at.get('axis', 0)} out of range")
+        dim = a.shape[axis]
+        n_out = len(node.output)
+        if len(ins) > 1 and ins[1] is not None:  # opset 13+: split sizes as a (constant) input
+            sizes = self._int_list(node, ins[1], "split")
+        elif at.get("split") is not None:  # opset < 13: split sizes as an attribute
+            sizes = [int(d) for d in at["split"]]
+        else:  # equal parts (opset 18 ``num_outputs``: the last one may be smaller)
+            n = int(at.get("num_outputs", n_out))
+            part = -(-dim // n)
+            sizes = [min(part, dim - i * part) for i in range(n)]
+        if len(sizes) != n_out or sum(sizes) != dim or any(d < 0 for d in sizes):
+            raise ValueError(f"node {node.name!r} (op Split): split {sizes} does not divide dim {dim} into {n_out} outputs")
+        outs, start = [], 0
+        for size in sizes:
+            idx = tuple([slice(None)] * axis + [slice(start, start + size)])
+            shape = tuple(int(d) for d in a.shape[:axis] + (size,) + a.shape[axis + 1 :])
+            slot = self._new_slot()
+
+            def step(v, b, src=a.slot, dst=slot, idx=idx):
+                v[dst] = np.ascontiguousarray(v[src][idx])
+                b[dst] = b[src]
+
+            self._emit(step)
+            outs.append(_Act(slot, a.scale, shape))
+            start += size
+        return outs
 
     def _op_Concat(self, node, ins):
         """ezkl Concat: all inputs homogenized to the max scale (lower ones multiplied by 2**diff,

@@ -8,6 +8,7 @@ proofs are independent and go to an executor in parallel."""
 
 import json
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from imo.circuits.fixed_point import FixedPointProgram, dequantize, int_to_felt, poseidon_commitment, quantize, witness_outputs
 from imo.circuits.plan import Plan, Segment
-from imo.errors import MissingArtifactError, ProofError
+from imo.errors import InvalidModelError, MissingArtifactError, ProofError, UnprovableClaimError
 from imo.fsutil import atomic_dir, private_dir, write_private
 from imo.proving import onnx_io, prover
 from imo.proving.circuit import CircuitFiles, Visibility, build_circuit, write_quantized_input
@@ -60,11 +61,38 @@ def compile_plan(plan_path: Path, calibration: np.ndarray, store: ArtifactStore 
         start = time.perf_counter()
         files, hit = store.circuit(key, lambda files: build_circuit(onnx_path, batch, files, visibility, scales=[plan.scale], quiet=quiet))
         report = json.loads(files.report.read_text())
-        reports.append({"segment": segment.index, "mode": segment.mode, "est_logrows": segment.est_logrows, "cached": hit, "wall_seconds": round(time.perf_counter() - start, 3), **report})
+        checked = _check_executor_agrees(segment, onnx_path, files, batch, plan.scale)
+        reports.append({"segment": segment.index, "mode": segment.mode, "est_logrows": segment.est_logrows, "cached": hit,
+                        "wall_seconds": round(time.perf_counter() - start, 3), "executor_checked_inputs": checked, **report})
         index[str(segment.index)] = {"key": key, "dir": str(files.root)}
         batch = np.stack([onnx_io.run_onnxruntime(onnx_path, x)[0] for x in batch])  # float inputs of the next segment, for calibration only
     (plan_dir / CIRCUITS_FILE).write_text(json.dumps(index, indent=2))
     return reports
+
+
+EXECUTOR_CHECK_INPUTS = 4
+
+
+def _check_executor_agrees(segment: Segment, onnx_path: Path, files: CircuitFiles, batch: np.ndarray, scale: int) -> int:
+    """The canonical executor must be bit-exact with ezkl on this circuit, or an honest op result could be contradicted
+    by a fraud proof (and a zk segment would fail at prove): compare both on a few calibration inputs now, before any
+    claim depends on it. Returns how many inputs were compared; raises InvalidModelError naming the segment."""
+    program = FixedPointProgram(onnx_path, files.settings_dict())
+    compared = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for x in batch[:EXECUTOR_CHECK_INPUTS]:
+            q = quantize(x, scale)
+            try:
+                native = program(q.reshape(segment.input_shape)).ravel()
+            except UnprovableClaimError:
+                continue  # outside the circuit's range: no witness either
+            write_quantized_input(Path(tmp) / "input.json", q)
+            witness = call_ezkl("witness", ezkl.gen_witness, str(Path(tmp) / "input.json"), str(files.compiled), str(Path(tmp) / "witness.json"))
+            if not np.array_equal(native, witness_outputs(witness)[0]):
+                raise InvalidModelError(f"segment {segment.index} ({', '.join(segment.ops)}): the fixed-point executor is not bit-exact with ezkl "
+                                        f"on a calibration input, so its results could be contradicted; plan these nodes differently or report the model")
+            compared += 1
+    return compared
 
 
 @dataclass
