@@ -1,8 +1,11 @@
 """Test helpers shared by the contract, node and demo tests: expecting a custom error, moving chain time, the toy
 segment function that `tests/contracts/ToyVerifiers.sol` checks, and test-only Solidity sources."""
 
+import json
+from contextlib import contextmanager
 from pathlib import Path
 
+import ezkl
 import numpy as np
 import pytest
 from eth_abi import encode
@@ -21,6 +24,24 @@ TEST_CONTRACTS = Path(__file__).parent / "contracts"
 def reverts(error: str):
     """Expect a transaction to revert with the custom error `error`."""
     return pytest.raises(ChainError, match=rf"\b{error}\(")
+
+
+@contextmanager
+def rolled_back(w3: Web3):
+    """Run the block on the chain as it is, then put it back (evm_snapshot / evm_revert), automining again."""
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
+    try:
+        yield
+    finally:
+        w3.provider.make_request("evm_setAutomine", [True])
+        assert w3.provider.make_request("evm_revert", [snapshot])["result"]
+
+
+def float_witness(compiled: Path, workdir: Path, x: np.ndarray, tag: str = "w") -> dict:
+    """ezkl's witness of `compiled` for float input x, through an input file in workdir (the floats path on purpose)."""
+    inp, out = workdir / f"{tag}_input.json", workdir / f"{tag}_witness.json"
+    inp.write_text(json.dumps({"input_data": [np.asarray(x, dtype=np.float64).ravel().tolist()]}))
+    return ezkl.gen_witness(str(inp), str(compiled), str(out))
 
 
 def advance(w3: Web3, seconds: int) -> None:

@@ -33,6 +33,7 @@ from web3 import Web3
 from web3.logs import DISCARD
 
 from helpers import (
+    rolled_back,
     ToyModel,
     advance,
     compile_with_test_contracts,
@@ -145,13 +146,8 @@ def deployed(chain):
 @pytest.fixture
 def world(deployed):
     """The deployed world, rolled back after the test."""
-    w3 = deployed.w3
-    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
-    try:
+    with rolled_back(deployed.w3):
         yield deployed
-    finally:
-        w3.provider.make_request("evm_setAutomine", [True])
-        assert w3.provider.make_request("evm_revert", [snapshot])["result"]
 
 
 # ---------------------------------------------------------------- helpers

@@ -38,7 +38,7 @@ from eth_abi import encode
 from web3 import Web3
 from web3.logs import DISCARD
 
-from helpers import advance, reverts
+from helpers import advance, reverts, rolled_back
 from imo.circuits.fixed_point import FIELD_MODULUS, FixedPointProgram, poseidon_commitment, quantize, witness_outputs
 from imo.proving import prover
 from imo.proving.circuit import CircuitFiles, Visibility, build_circuit, write_quantized_input
@@ -236,12 +236,8 @@ def deployed(chain, segments):
 @pytest.fixture
 def zk(deployed):
     """The deployed world, rolled back after the test."""
-    w3 = deployed.w3
-    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
-    try:
+    with rolled_back(deployed.w3):
         yield deployed
-    finally:
-        assert w3.provider.make_request("evm_revert", [snapshot])["result"]
 
 
 # ---------------------------------------------------------------- helpers

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import nn
 
+from helpers import float_witness
 import imo.circuits.fixed_point as fp
 from imo.errors import UnprovableClaimError
 from imo.circuits.fixed_point import (
@@ -119,9 +120,7 @@ class Circuit:
     workdir: Path
 
     def witness(self, x: np.ndarray, tag: str = "w") -> dict:
-        inp, out = self.workdir / f"{tag}_input.json", self.workdir / f"{tag}_witness.json"
-        inp.write_text(json.dumps({"input_data": [np.asarray(x, dtype=np.float64).ravel().tolist()]}))
-        return ezkl.gen_witness(str(inp), str(self.compiled_path), str(out))
+        return float_witness(self.compiled_path, self.workdir, x, tag)
 
 
 def _build(

@@ -24,6 +24,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import float_witness
 from imo.circuits.fixed_point import FixedPointProgram, quantize, witness_inputs, witness_outputs
 from imo.errors import UnprovableClaimError
 
@@ -175,9 +176,7 @@ class Circuit:
     workdir: Path
 
     def witness(self, x: np.ndarray, tag: str = "w") -> dict:
-        inp, out = self.workdir / f"{tag}_input.json", self.workdir / f"{tag}_witness.json"
-        inp.write_text(json.dumps({"input_data": [np.asarray(x, dtype=np.float64).ravel().tolist()]}))
-        return ezkl.gen_witness(str(inp), str(self.compiled_path), str(out))
+        return float_witness(self.compiled_path, self.workdir, x, tag)
 
 
 def _build(root: Path, name: str, scale: int, make: Callable[[], nn.Module], shape: tuple[int, ...], span: float) -> Circuit:

@@ -117,12 +117,12 @@ class ChallengerNode(Node):
             self.warnings.add(f"challenger: the challenge window of request {rid} closed before its fraud at segment {k} was disputed")
             return
         if record.detail["kind"] == DisputeKind.INVALID_PROOF.value:
-            evidence, call = b"", lambda: self.oracle.fn.disputeProof(rid, k, claim.as_tuple())
+            evidence, reveal = b"", ("reveal_dispute_proof", rid, k, claim)
         else:
             inputs, _ = claim.segment_instances(self.runtime.sizes, k)
             proof, instances = self.runtime.prove_segment(k, claim.tensors(self.runtime.sizes)[k - 1])
             bond = self.oracle.model(record.model_id).spec.bond_wei
-            evidence, call = proof, lambda: self.oracle.fn.challenge(rid, k, claim.as_tuple(), proof, instances[len(inputs):])
+            evidence, reveal = proof, ("reveal_challenge", rid, k, claim, proof, instances[len(inputs):], bond)
         opened = self.oracle.dispute(rid, k)
         if opened.open:  # revealed before a crash (or by someone else): follow it
             self.state.set_status(rid, "disputing", opened_by=opened.challenger)
@@ -130,7 +130,7 @@ class ChallengerNode(Node):
         commitment = challenge_commitment(self.account, rid, k, evidence)
         if self.oracle.fn.commitBlock(commitment).call() == 0:
             self.state.record_tx(rid, "commit", self.oracle.commit(commitment))
-        receipt = self.send("_send", call(), value=bond if evidence else 0)
+        receipt = self.send(*reveal)
         if receipt is None:
             return
         self.state.record_tx(rid, "challenge" if evidence else "disputeProof", receipt)

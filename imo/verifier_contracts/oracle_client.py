@@ -198,7 +198,11 @@ class OracleClient:
     def dispute_proof(self, request_id: int, segment: int, claim: Claim):
         """Commit, then slash a claim whose posted proof of zk segment `segment` does not verify."""
         committed = self.commit(challenge_commitment(address_of(self.sender), request_id, segment))
-        return committed, self._send(self.fn.disputeProof(request_id, segment, claim.as_tuple()))
+        return committed, self.reveal_dispute_proof(request_id, segment, claim)
+
+    def reveal_dispute_proof(self, request_id: int, segment: int, claim: Claim):
+        """The second half of `dispute_proof`, after the commitment is mined."""
+        return self._send(self.fn.disputeProof(request_id, segment, claim.as_tuple()))
 
     def challenge(self, request_id: int, segment: int, claim: Claim, proof: bytes, output_instances: list[int],
                   bond: int | None = None):
@@ -206,7 +210,11 @@ class OracleClient:
         if bond is None:
             bond = self.model(self.request(request_id).model_id).spec.bond_wei
         committed = self.commit(challenge_commitment(address_of(self.sender), request_id, segment, proof))
-        return committed, self._send(self.fn.challenge(request_id, segment, claim.as_tuple(), proof, output_instances), value=bond)
+        return committed, self.reveal_challenge(request_id, segment, claim, proof, output_instances, bond)
+
+    def reveal_challenge(self, request_id: int, segment: int, claim: Claim, proof: bytes, output_instances: list[int], bond: int):
+        """The second half of `challenge`, after the commitment is mined."""
+        return self._send(self.fn.challenge(request_id, segment, claim.as_tuple(), proof, output_instances), value=bond)
 
     def respond(self, request_id: int, segment: int, claim: Claim, proof: bytes):
         return self._send(self.fn.respond(request_id, segment, claim.as_tuple(), proof))
