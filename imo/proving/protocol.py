@@ -187,10 +187,19 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class SegmentSpec:
-    """`AIOracleRegistry.Segment`: a segment's ezkl verifier and whether its proof is posted with every result."""
+    """`AIOracleRegistry.Segment`: a segment's ezkl verifier, whether its proof is posted with every result, and for
+    an op segment optionally its step program (`trace_codec`: the Merkle root of its step descriptors and their count),
+    which lets a challenge without a whole-segment proof open a bisection game. Zero root and 0 steps: no program."""
 
     verifier: str
     zk: bool
+    program_root: bytes = b"\x00" * 32
+    program_steps: int = 0
+
+    ABI = "(address,bool,bytes32,uint32)"
+
+    def as_tuple(self) -> tuple:
+        return (self.verifier, self.zk, bytes(self.program_root), self.program_steps)
 
 
 @dataclass(frozen=True)
@@ -205,8 +214,8 @@ class Registration:
     def digest(self) -> bytes:
         """keccak256(abi.encode(spec, segments, boundarySizes, codeHashes)), as `registerModel` computes it."""
         return keccak(encode(
-            [ModelSpec.ABI, "(address,bool)[]", "uint32[]", "bytes32[]"],
-            [self.spec.as_tuple(), [(s.verifier, s.zk) for s in self.segments], list(self.boundary_sizes), list(self.code_hashes)],
+            [ModelSpec.ABI, SegmentSpec.ABI + "[]", "uint32[]", "bytes32[]"],
+            [self.spec.as_tuple(), [s.as_tuple() for s in self.segments], list(self.boundary_sizes), list(self.code_hashes)],
         ))
 
 

@@ -7,6 +7,7 @@ import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {AIOracleCallbackReceiver} from "./AIOracleCallbackReceiver.sol";
 import {AIOracleRegistry} from "./AIOracleRegistry.sol";
 import {BoundaryCodec} from "./BoundaryCodec.sol";
+import {DisputeGame, GameSetup} from "./DisputeGame.sol";
 import {IAIOracle} from "./IAIOracle.sol";
 import {IHalo2Verifier} from "./IHalo2Verifier.sol";
 
@@ -24,6 +25,9 @@ import {IHalo2Verifier} from "./IHalo2Verifier.sol";
  * reopens. Challenges are committed before they are revealed, so a copied transaction earns its sender nothing.
  * After the window `finalize` pays the model's revenue to its token, the operator share and bond to the submitter and
  * the callback gas to the finalizer, and delivers y. Every ETH amount owed is pulled with {withdraw}.
+ * An op segment registered with a step program may instead be challenged without a proof: that opens a bisection
+ * game in {disputeGame} between the submitter and the challenger, whose result ({settleGame}) slashes the claim or
+ * settles the segment as an answered dispute would.
  */
 contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
     enum Status {
@@ -65,10 +69,12 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
         uint8 openDisputes;
     }
 
-    /// @dev An open dispute on one op segment: who posted the bond and when the submitter's time to answer ends.
+    /// @dev An open dispute on one op segment: who posted the bond and when the submitter's time to answer ends;
+    /// for a bisection game, its id in {disputeGame} (the deadline is then the game's clocks, stored as the maximum).
     struct Dispute {
         address challenger;
         uint40 deadline;
+        uint56 game;
     }
 
     uint256 public constant FIELD_MODULUS = BoundaryCodec.FIELD_MODULUS;
@@ -84,6 +90,10 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
     uint256 public immutable requestTimeout;
     /// @notice Wei per unit of callback gas in the fee; paid to whoever finalizes (and so supplies that gas).
     uint256 public immutable callbackGasPrice;
+    address private immutable _deployer;
+
+    /// @notice The bisection game contract (set once by the deployer; zero: proofless challenges are refused).
+    address public disputeGame;
 
     uint256 public requestCount;
     mapping(uint256 requestId => Request) private _requests;
@@ -136,10 +146,22 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
     error AIOracleCancelTooEarly(uint256 requestId, uint256 allowedAt);
     error AIOracleInsufficientGas(uint256 needed, uint256 left);
     error AIOracleNothingToWithdraw(address account);
+    error AIOracleUnauthorized(address caller);
+    error AIOracleDisputeIsGame(uint256 requestId, uint256 segment);
 
     constructor(uint256 minBond_, uint256 requestTimeout_, uint256 callbackGasPrice_) AIOracleRegistry(minBond_) {
         requestTimeout = requestTimeout_;
         callbackGasPrice = callbackGasPrice_;
+        _deployer = msg.sender;
+    }
+
+    /**
+     * @notice Wire the bisection game contract, once, by the deployer.
+     * @dev Reverts with {AIOracleUnauthorized}.
+     */
+    function setDisputeGame(address game) external {
+        if (msg.sender != _deployer || disputeGame != address(0)) revert AIOracleUnauthorized(msg.sender);
+        disputeGame = game;
     }
 
     // ---------------------------------------------------------------- requests
@@ -290,6 +312,8 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
      * segment from the claimed input whose output instances (`outputInstances`) differ from the claim. Committed
      * first as `keccak256(abi.encode(msg.sender, requestId, k, keccak256(proof)))`. The submitter then has
      * `responseWindow` seconds to {respond}; otherwise anyone may {resolve} the dispute and slash it.
+     * With an empty `proof`, on a segment registered with a step program, the dispute is a bisection game instead
+     * (`outputInstances` unused): {disputeGame} opens one with `responseWindow` seconds on each side's clock.
      * @dev Reverts with {AIOracleUnexpectedStatus}, {AIOracleChallengeWindowClosed}, {AIOracleInvalidSegment},
      * {AIOracleSegmentSettled}, {AIOracleDisputeExists}, {AIOracleWrongBond}, {AIOracleNotCommitted},
      * {AIOracleClaimMismatch}, {AIOracleInvalidInstances}, {AIOracleClaimNotContradicted} or {AIOracleInvalidProof}.
@@ -315,10 +339,15 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
         _useCommit(keccak256(abi.encode(msg.sender, requestId, k, keccak256(proof))));
         _requireClaim(requestId, claim);
 
-        _requireContradiction(requestId, modelId, k, claim, proof, outputInstances);
-
-        uint40 deadline = uint40(block.timestamp + _models[modelId].responseWindow);
-        _disputes[requestId][k] = Dispute({challenger: msg.sender, deadline: deadline});
+        uint40 deadline = type(uint40).max;
+        uint56 game;
+        if (proof.length == 0 && _segments[modelId][k - 1].programRoot != 0 && disputeGame != address(0)) {
+            game = _openGame(requestId, modelId, k, c.submitter, claim);
+        } else {
+            _requireContradiction(requestId, modelId, k, claim, proof, outputInstances);
+            deadline = uint40(block.timestamp + _models[modelId].responseWindow);
+        }
+        _disputes[requestId][k] = Dispute({challenger: msg.sender, deadline: deadline, game: game});
         ++c.openDisputes;
         emit AIResultChallenged(requestId, k, msg.sender, deadline);
     }
@@ -327,8 +356,8 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
      * @notice Answer the dispute on segment `k` with a valid proof of the claim's own instances for that segment: the
      * claim stands, the segment cannot be disputed again, and the challenger's bond is credited to the submitter.
      * Anyone may send the answer.
-     * @dev Reverts with {AIOracleNoDispute}, {AIOracleResponseWindowClosed}, {AIOracleClaimMismatch} or
-     * {AIOracleInvalidProof}. Emits {AIDisputeAnswered} and {Credited}.
+     * @dev Reverts with {AIOracleNoDispute}, {AIOracleDisputeIsGame}, {AIOracleResponseWindowClosed},
+     * {AIOracleClaimMismatch} or {AIOracleInvalidProof}. Emits {AIDisputeAnswered} and {Credited}.
      */
     function respond(uint256 requestId, uint256 k, ClaimData calldata claim, bytes calldata proof)
         external
@@ -336,17 +365,26 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
     {
         Dispute memory d = _disputes[requestId][k];
         if (d.challenger == address(0)) revert AIOracleNoDispute(requestId, k);
+        if (d.game != 0) revert AIOracleDisputeIsGame(requestId, k);
         if (block.timestamp >= d.deadline) revert AIOracleResponseWindowClosed(requestId, k, d.deadline);
         _requireClaim(requestId, claim);
-        uint256 modelId = _requests[requestId].modelId;
-        if (!_verifySegment(modelId, k, claim, proof)) revert AIOracleInvalidProof(requestId, k);
+        if (!_verifySegment(_requests[requestId].modelId, k, claim, proof)) revert AIOracleInvalidProof(requestId, k);
+        _answer(requestId, k, d.challenger);
+    }
 
-        Claim storage c = _claims[requestId];
-        c.settled |= uint64(1) << (k - 1);
-        --c.openDisputes;
-        delete _disputes[requestId][k];
-        emit AIDisputeAnswered(requestId, k, d.challenger);
-        _credit(c.submitter, _models[modelId].bond);
+    /**
+     * @notice The result of bisection game `gameId` on segment `k` of `requestId`, from {disputeGame} only: the
+     * challenger won, the claim is slashed as by {resolve}; the defender won, the segment is settled as by {respond}.
+     * A game whose dispute is gone (the claim was slashed meanwhile, which returned every open dispute's bond) is
+     * ignored, so a result is never paid twice and a game can always end.
+     * @dev Reverts with {AIOracleUnauthorized}. Emits what {resolve} or {respond} emits.
+     */
+    function settleGame(uint256 gameId, uint256 requestId, uint256 k, bool challengerWon) external nonReentrant {
+        if (msg.sender != disputeGame) revert AIOracleUnauthorized(msg.sender);
+        Dispute memory d = _disputes[requestId][k];
+        if (d.game != gameId || d.challenger == address(0)) return;
+        if (challengerWon) _slash(requestId, _requests[requestId], k, d.challenger);
+        else _answer(requestId, k, d.challenger);
     }
 
     /**
@@ -457,6 +495,36 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
     }
 
     // ---------------------------------------------------------------- internal
+
+    /// @dev Segment k stands against its open dispute: settled for good, the challenger's bond to the submitter.
+    function _answer(uint256 requestId, uint256 k, address challenger) private {
+        Claim storage c = _claims[requestId];
+        c.settled |= uint64(1) << (k - 1);
+        --c.openDisputes;
+        delete _disputes[requestId][k];
+        emit AIDisputeAnswered(requestId, k, challenger);
+        _credit(c.submitter, _models[_requests[requestId].modelId].bond);
+    }
+
+    /// @dev Open a bisection game on op segment k: the submitter defends, the caller challenges, over the claim's
+    /// packed input and output boundaries of the segment.
+    function _openGame(uint256 requestId, uint256 modelId, uint256 k, address submitter, ClaimData calldata claim)
+        private
+        returns (uint56)
+    {
+        Segment storage seg = _segments[modelId][k - 1];
+        GameSetup memory setup;
+        setup.requestId = requestId;
+        setup.segment = k;
+        setup.defender = submitter;
+        setup.challenger = msg.sender;
+        setup.programRoot = seg.programRoot;
+        setup.nSteps = seg.programSteps;
+        setup.inHash = keccak256(_boundaryBytes(modelId, k - 1, claim));
+        setup.outHash = keccak256(_boundaryBytes(modelId, k, claim));
+        setup.clock = _models[modelId].responseWindow;
+        return uint56(DisputeGame(disputeGame).open(setup));
+    }
 
     function _feeSplit(Request storage r)
         private
@@ -588,23 +656,25 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
         view
         returns (uint256[] memory fields)
     {
-        uint32[] storage sizes = _boundarySizes[modelId];
-        uint256 n = sizes.length - 1;
-        uint256 size = sizes[b];
+        uint256 size = _boundarySizes[modelId][b];
         if (size == 0) {
             fields = new uint256[](1);
             fields[0] = claim.commitments[b];
-        } else if (b == 0) {
-            fields = BoundaryCodec.toFields(claim.input, 0, size);
-        } else if (b == n) {
-            fields = BoundaryCodec.toFields(claim.output, 0, size);
         } else {
-            uint256 offset;
-            for (uint256 j = 1; j < b; ++j) {
-                if (sizes[j] != 0) offset = BoundaryCodec.skip(claim.data, offset, sizes[j]);
-            }
-            fields = BoundaryCodec.toFields(claim.data, offset, size);
+            fields = BoundaryCodec.toFields(_boundaryBytes(modelId, b, claim), 0, size);
         }
+    }
+
+    /// @dev The packed tensor of public boundary b in the claim: the input, a part of `data`, or the output.
+    function _boundaryBytes(uint256 modelId, uint256 b, ClaimData calldata claim) private view returns (bytes calldata) {
+        uint32[] storage sizes = _boundarySizes[modelId];
+        if (b == 0) return claim.input;
+        if (b == sizes.length - 1) return claim.output;
+        uint256 offset;
+        for (uint256 j = 1; j < b; ++j) {
+            if (sizes[j] != 0) offset = BoundaryCodec.skip(claim.data, offset, sizes[j]);
+        }
+        return claim.data[offset:BoundaryCodec.skip(claim.data, offset, sizes[b])];
     }
 
     /// @dev Take a result back: the challenger gets {SLASH_REWARD_BPS} of the bond, the model's token the rest, every

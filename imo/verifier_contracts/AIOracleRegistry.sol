@@ -13,10 +13,14 @@ pragma solidity ^0.8.24;
  */
 abstract contract AIOracleRegistry {
     /// @dev One segment: its ezkl verifier and whether its proof is posted with every result (zk) or only given in a
-    /// dispute (op).
+    /// dispute (op). An op segment may also register its step program (`programRoot`: the Merkle root of its step
+    /// descriptors, `programSteps` of them; see `imo/proving/trace_codec.py`): a challenge without a whole-segment proof
+    /// then opens a bisection game over its trace. Zero: no program (whole-segment fraud proofs only).
     struct Segment {
         address verifier;
         bool zk;
+        bytes32 programRoot;
+        uint32 programSteps;
     }
 
     /// @dev The registered, immutable economics and format of a model. `challengeWindow` 0 means every segment is zk
@@ -52,6 +56,7 @@ abstract contract AIOracleRegistry {
 
     error AIOracleInvalidSegments(uint256 count);
     error AIOracleInvalidVerifier(uint256 segment, address verifier);
+    error AIOracleInvalidProgram(uint256 segment);
     error AIOracleInvalidRevShareToken();
     error AIOracleInvalidOperatorShare(uint256 bps);
     error AIOracleInvalidBoundary(uint256 boundary, uint256 size);
@@ -66,7 +71,8 @@ abstract contract AIOracleRegistry {
 
     /**
      * @notice Register a model: its spec, its segments in order and the size of each boundary 0..n (0: hashed).
-     * @dev Reverts with {AIOracleInvalidSegments}, {AIOracleInvalidVerifier} (no code), {AIOracleInvalidRevShareToken},
+     * @dev Reverts with {AIOracleInvalidSegments}, {AIOracleInvalidVerifier} (no code), {AIOracleInvalidProgram} (a
+     * program on a zk segment, or a root without steps or steps without a root), {AIOracleInvalidRevShareToken},
      * {AIOracleInvalidOperatorShare}, {AIOracleInvalidBoundary} (a hashed boundary next to an op segment, a hashed
      * output, or a size over the limit), {AIOracleInvalidWindows} (an op segment without challenge and response
      * windows) or {AIOracleBondTooLow}. Emits {ModelRegistered}.
@@ -81,8 +87,12 @@ abstract contract AIOracleRegistry {
         if (boundarySizes.length != n + 1) revert AIOracleInvalidBoundary(boundarySizes.length, 0);
         bool hasOp;
         for (uint256 k = 0; k < n; ++k) {
-            if (segments[k].verifier.code.length == 0) revert AIOracleInvalidVerifier(k + 1, segments[k].verifier);
-            if (!segments[k].zk) hasOp = true;
+            Segment calldata seg = segments[k];
+            if (seg.verifier.code.length == 0) revert AIOracleInvalidVerifier(k + 1, seg.verifier);
+            if (seg.programRoot == 0 ? seg.programSteps != 0 : (seg.zk || seg.programSteps == 0)) {
+                revert AIOracleInvalidProgram(k + 1);
+            }
+            if (!seg.zk) hasOp = true;
         }
         for (uint256 b = 0; b <= n; ++b) {
             uint256 size = boundarySizes[b];

@@ -82,11 +82,16 @@ class ChainClaim:
 @dataclass(frozen=True)
 class ChainDispute:
     challenger: str
-    deadline: int
+    deadline: int  # the end of the response window; 2**40 - 1 for a bisection game (its clocks rule instead)
+    game: int = 0  # the bisection game's id in `AIOracle.disputeGame` (0: a whole-segment fraud proof dispute)
 
     @property
     def open(self) -> bool:
         return int(self.challenger, 16) != 0
+
+    @property
+    def is_game(self) -> bool:
+        return self.game != 0
 
 
 class OracleClient:
@@ -128,8 +133,8 @@ class OracleClient:
     def model(self, model_id: int) -> ChainModel:
         spec, segments, sizes, digest = self.fn.getModel(model_id).call()
         registration = Registration(
-            ModelSpec(*spec), tuple(SegmentSpec(v, z) for v, z in segments), tuple(sizes),
-            tuple(bytes(Web3.keccak(self.w3.eth.get_code(v))) for v, _ in segments),
+            ModelSpec(*spec), tuple(SegmentSpec(v, z, bytes(root), steps) for v, z, root, steps in segments), tuple(sizes),
+            tuple(bytes(Web3.keccak(self.w3.eth.get_code(s[0]))) for s in segments),
         )
         return ChainModel(model_id, registration, bytes(digest))
 
@@ -145,6 +150,11 @@ class OracleClient:
 
     def dispute(self, request_id: int, segment: int) -> ChainDispute:
         return ChainDispute(*self.fn.getDispute(request_id, segment).call())
+
+    def dispute_game(self) -> str | None:
+        """The address of the bisection game contract wired to this oracle (None: proofless challenges are refused)."""
+        address = self.fn.disputeGame().call()
+        return None if int(address, 16) == 0 else address
 
     def estimate_fee(self, model_id: int, gas_limit: int = 0) -> int:
         return self._view(self.fn.estimateFee(model_id, gas_limit))
@@ -170,7 +180,7 @@ class OracleClient:
 
     def register(self, spec: ModelSpec, segments: list[SegmentSpec], boundary_sizes: list[int]):
         """Register a model; returns (model id, digest, receipt)."""
-        receipt = self._send(self.fn.registerModel(spec.as_tuple(), [(s.verifier, s.zk) for s in segments], list(boundary_sizes)))
+        receipt = self._send(self.fn.registerModel(spec.as_tuple(), [s.as_tuple() for s in segments], list(boundary_sizes)))
         event = self.contract.events.ModelRegistered().process_receipt(receipt)[0]["args"]
         return event["modelId"], bytes(event["digest"]), receipt
 
@@ -215,6 +225,11 @@ class OracleClient:
     def reveal_challenge(self, request_id: int, segment: int, claim: Claim, proof: bytes, output_instances: list[int], bond: int):
         """The second half of `challenge`, after the commitment is mined."""
         return self._send(self.fn.challenge(request_id, segment, claim.as_tuple(), proof, output_instances), value=bond)
+
+    def open_game(self, request_id: int, segment: int, claim: Claim, bond: int | None = None):
+        """Commit, then challenge op segment `segment` without a proof, which opens a bisection game on a segment
+        registered with a step program; returns (commit receipt, challenge receipt). `GameClient.games_of` finds it."""
+        return self.challenge(request_id, segment, claim, b"", [], bond=bond)
 
     def respond(self, request_id: int, segment: int, claim: Claim, proof: bytes):
         return self._send(self.fn.respond(request_id, segment, claim.as_tuple(), proof))

@@ -65,16 +65,25 @@ def plan_verifiers(plan_file: Path) -> list[CompiledContract]:
     return [compile_verifier(circuit_files(plan_dir, s).verifier_sol) for s in plan.segments]
 
 
-def expected_registration(plan_file: Path, spec: ModelSpec, verifier_addresses: list[str]) -> Registration:
-    """The registration of this compiled plan with `spec` and verifiers at these addresses."""
+Programs = dict[int, tuple[bytes, int]]  # 1-based op segment → (step program root, step count), `trace_codec`
+
+
+def expected_registration(plan_file: Path, spec: ModelSpec, verifier_addresses: list[str],
+                          programs: Programs | None = None) -> Registration:
+    """The registration of this compiled plan with `spec`, verifiers at these addresses and, for the op segments in
+    `programs`, their step programs (root, steps) built here from the plan (a bisection game can be opened on them)."""
     plan = Plan.load(plan_file)
     code_hashes = tuple(bytes(Web3.keccak(hexstr=c.runtime)) for c in plan_verifiers(plan_file))
-    segments = tuple(SegmentSpec(a, s.mode == "zk") for a, s in zip(verifier_addresses, plan.segments))
+    programs = programs or {}
+    segments = tuple(SegmentSpec(a, s.mode == "zk", *programs.get(k, (b"\x00" * 32, 0)))
+                     for k, (a, s) in enumerate(zip(verifier_addresses, plan.segments), start=1))
     return Registration(spec, segments, tuple(plan.boundary_sizes()), code_hashes)
 
 
-def registration_problems(plan_file: Path, model: ChainModel, terms: Terms | None = None) -> list[str]:
-    """Why a node must not serve `model` with this plan (empty: serve it). With `terms`, the economics must be those."""
+def registration_problems(plan_file: Path, model: ChainModel, terms: Terms | None = None,
+                          programs: Programs | None = None) -> list[str]:
+    """Why a node must not serve `model` with this plan (empty: serve it). With `terms`, the economics must be those;
+    `programs`: the step programs this node built for the plan's op segments (as in `expected_registration`)."""
     plan = Plan.load(plan_file)
     spec = model.spec
     if spec.plan_hash != bytes.fromhex(plan.plan_hash):
@@ -82,10 +91,14 @@ def registration_problems(plan_file: Path, model: ChainModel, terms: Terms | Non
     if len(model.registration.segments) != len(plan.segments):
         return [f"model {model.model_id} has {len(model.registration.segments)} segments, the plan {len(plan.segments)}"]
     problems = []
-    expected = expected_registration(plan_file, spec, [s.verifier for s in model.registration.segments])
+    expected = expected_registration(plan_file, spec, [s.verifier for s in model.registration.segments], programs)
     if expected.digest() != model.digest:
         bad = [k + 1 for k, (a, b) in enumerate(zip(expected.code_hashes, model.registration.code_hashes)) if a != b]
-        what = f"verifier code of segment(s) {bad} differs from this plan's" if bad else "modes, boundary sizes or scale differ from this plan's"
+        other_programs = [k + 1 for k, (a, b) in enumerate(zip(expected.segments, model.registration.segments))
+                          if (a.program_root, a.program_steps) != (b.program_root, b.program_steps)]
+        what = (f"verifier code of segment(s) {bad} differs from this plan's" if bad else
+                f"the step program of segment(s) {other_programs} differs from this plan's" if other_programs else
+                "modes, boundary sizes or scale differ from this plan's")
         problems.append(f"model {model.model_id}: registration digest {model.digest.hex()[:12]}… ≠ {expected.digest().hex()[:12]}… ({what})")
     if spec.scale != plan.scale:
         problems.append(f"model {model.model_id}: scale {spec.scale} ≠ the plan's {plan.scale}")
@@ -102,9 +115,11 @@ def registration_problems(plan_file: Path, model: ChainModel, terms: Terms | Non
 
 
 def register_plan(oracle: OracleClient, deployment: Deployment, plan_file: Path, name: str, terms: Terms = Terms(),
-                  reference_gas_price_wei: int = REFERENCE_GAS_PRICE_WEI) -> tuple[int, bytes, DisputeCosts]:
-    """Deploy every segment's ezkl verifier and register the plan as model `name` with `terms`, after checking the
-    terms against what a dispute costs; records the model in `deployment`. Returns (model id, digest, costs)."""
+                  reference_gas_price_wei: int = REFERENCE_GAS_PRICE_WEI,
+                  programs: Programs | None = None) -> tuple[int, bytes, DisputeCosts]:
+    """Deploy every segment's ezkl verifier and register the plan as model `name` with `terms` (and the step programs
+    of the op segments in `programs`), after checking the terms against what a dispute costs; records the model in
+    `deployment`. Returns (model id, digest, costs)."""
     plan = Plan.load(plan_file)
     costs = dispute_costs(plan_file, reference_gas_price_wei)
     has_op = any(s.mode == "op" for s in plan.segments)
@@ -124,7 +139,7 @@ def register_plan(oracle: OracleClient, deployment: Deployment, plan_file: Path,
         deployment.verifiers[f"{name}/seg{seg.index}"] = verifier.address
         deployment.gas[f"Halo2Verifier {name}/seg{seg.index}"] = gas
         addresses.append(verifier.address)
-    expected = expected_registration(plan_file, spec, addresses)
+    expected = expected_registration(plan_file, spec, addresses, programs)
     model_id, digest, receipt = oracle.register(spec, list(expected.segments), list(expected.boundary_sizes))
     if digest != expected.digest():
         raise ImoError(f"registered model {model_id} has digest {digest.hex()}, expected {expected.digest().hex()}")
