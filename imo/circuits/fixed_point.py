@@ -91,7 +91,8 @@ against ``ezkl.gen_witness`` on thousands of random inputs; see
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,7 @@ __all__ = [
     "CircuitLimits",
     "FixedPointProgram",
     "Scales",
+    "TraceOp",
     "dequantize",
     "felt_to_hex_be",
     "felt_to_int",
@@ -506,6 +508,34 @@ def _exp_lookup(a: np.ndarray, scale: int) -> np.ndarray:
     return _fix_ties(round_half_away(fout), fout, af, lambda v: m * math.pow(_EXP_BASE, v / m))
 
 
+class _Tabled:
+    """``fn(a, scale)`` for integer-valued arrays, read from a table of ``fn`` over ``[lo, hi]`` built once per scale;
+    elements outside the table are computed by ``fn`` itself.  The same values as ``fn`` (it is elementwise), faster:
+    a transformer's GELU and Softmax evaluate these lookups on every activation."""
+
+    def __init__(self, fn: Callable[[np.ndarray, int], np.ndarray], lo: int, hi: int):
+        self.fn, self.lo, self.hi = fn, lo, hi
+        self.tables: dict[int, np.ndarray] = {}
+
+    def __call__(self, a: np.ndarray, scale: int) -> np.ndarray:
+        table = self.tables.get(scale)
+        if table is None:
+            table = self.tables[scale] = self.fn(np.arange(self.lo, self.hi + 1, dtype=np.float64), scale)
+        a = np.asarray(a)
+        idx = a.astype(np.int64) - self.lo
+        inside = (idx >= 0) & (idx <= self.hi - self.lo)
+        if inside.all():
+            return table[idx]
+        out = np.empty(a.shape, dtype=np.float64)
+        out[inside] = table[idx[inside]]
+        out[~inside] = self.fn(a[~inside], scale)
+        return out
+
+
+_ERF_TABLE = _Tabled(_erf_lookup, -(1 << 16), 1 << 16)
+_EXP_TABLE = _Tabled(_exp_lookup, -(1 << 16), 0)  # Softmax's exp(x - max): inputs <= 0
+
+
 def _exp_bound(bx: float, scale: int) -> float:
     try:
         return 2.0**scale * math.pow(_EXP_BASE, bx / 2.0**scale) + 1.0
@@ -550,6 +580,38 @@ def _round_half_away_scalar(v: float) -> float:
     return float(t + (math.copysign(1, v) if abs(v - t) >= 0.5 else 0))
 
 
+_MATMUL_THREADS = 1
+_MATMUL_POOL = None
+
+
+@contextmanager
+def matmul_threads(n: int) -> Iterator[None]:
+    """Within the block, split the executor's large float matmuls into ``n`` row blocks computed on ``n`` Python threads
+    (numpy releases the GIL in BLAS), for use with the BLAS library itself limited to one thread: its own threads
+    spin-wait, and on a loaded machine that makes them many times slower. The values are the same (exact integers)."""
+    global _MATMUL_THREADS, _MATMUL_POOL
+    saved = _MATMUL_THREADS
+    if n > 1 and _MATMUL_POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _MATMUL_POOL = ThreadPoolExecutor(max_workers=max(n, 2), thread_name_prefix="imo-matmul")
+    _MATMUL_THREADS = n
+    try:
+        yield
+    finally:
+        _MATMUL_THREADS = saved
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for float arrays, split into row blocks of ``a`` across threads inside :func:`matmul_threads`."""
+    n, rows = _MATMUL_THREADS, a.shape[-2] if a.ndim >= 2 else 1
+    if n <= 1 or rows < 2 * n or a.size * b.shape[-1] < (1 << 21):
+        return np.matmul(a, b)
+    cuts = np.linspace(0, rows, n + 1).astype(int)
+    parts = list(_MATMUL_POOL.map(lambda i: np.matmul(a[..., cuts[i] : cuts[i + 1], :], b), range(n)))
+    return np.concatenate(parts, axis=-2)
+
+
 class _ConstMatmul:
     """Exact ``x @ W`` for integer-valued x and a fixed quantized W (K, N).
 
@@ -558,24 +620,31 @@ class _ConstMatmul:
     """
 
     def __init__(self, w: np.ndarray):
-        self.w_int = np.ascontiguousarray(w, dtype=np.int64)
-        self.w_f64 = self.w_int.astype(np.float64)
-        self.w_f32 = self.w_int.astype(np.float32) if np.abs(self.w_f64).max(initial=0) < _F32_LIMIT else None
-        self.col_l1 = float(np.abs(self.w_f64).sum(axis=0).max()) if w.size else 0.0
+        w = np.asarray(w)
+        absw = np.abs(w)
+        wmax = float(absw.max(initial=0))
+        self.col_l1 = float(absw.sum(axis=0, dtype=np.float64).max()) if w.size else 0.0
+        del absw
         self.n_out = w.shape[1]
+        # one copy of W (a 100M-parameter model holds its weights once): float32 while every entry is exact in it,
+        # switched to float64 on the first call that needs float64 BLAS; int64 only beyond float64
+        dtype = np.float32 if wmax < _F32_LIMIT else np.float64 if wmax < _F64_LIMIT else np.int64
+        self.w = np.ascontiguousarray(w, dtype=dtype)
 
     def __call__(self, x: np.ndarray, bx: float) -> tuple[np.ndarray, float]:
         """Returns (x @ W, bound on |x @ W|); ``bx`` is a (possibly loose) bound on |x|."""
         bound = bx * self.col_l1
         if bound >= _F32_LIMIT and x.size:  # loose bound not good enough: measure
             bound = _absmax(x) * self.col_l1
-        if bound < _F32_LIMIT and self.w_f32 is not None:
-            return (x.astype(np.float32) @ self.w_f32).astype(np.float64), bound
-        if bound < _F64_LIMIT:
-            return x.astype(np.float64) @ self.w_f64, bound
+        if bound < _F32_LIMIT and self.w.dtype == np.float32:
+            return _matmul(x.astype(np.float32), self.w).astype(np.float64), bound
+        if bound < _F64_LIMIT and self.w.dtype != np.int64:
+            if self.w.dtype == np.float32:
+                self.w = self.w.astype(np.float64)
+            return _matmul(x.astype(np.float64), self.w), bound
         if bound >= _I64_LIMIT:
             raise OverflowError("fixed-point accumulator exceeds int64; ezkl values this large are unsupported")
-        return _as_int(x) @ self.w_int, bound
+        return _as_int(x) @ self.w.astype(np.int64), bound
 
 
 # --------------------------------------------------------------------------- #
@@ -601,6 +670,33 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
 
 _Step = Callable[[list, list], None]
 
+
+@dataclass(frozen=True, eq=False)
+class TraceOp:
+    """What one emitted closure computes, declared for the bisection game's step program (``imo/proving/trace.py``);
+    the closure itself stays the executor.  Slots hold C-order tensors; ``shape`` is the shape written to ``dst``.
+
+    * ``gemm``: ``dst = src0.reshape(-1, K) @ W`` exactly, ``const`` = a zero-argument callable returning the quantized
+      (K, N) weight as exact integers (the executor keeps its one copy; never copied here).
+    * ``add``: ``dst = src0 * params[0] + B * params[1]``, B = ``src1`` or ``const`` (integers), broadcast to ``shape``.
+    * ``mul``: ``dst = src0 * B``, B = ``src1`` or ``const``, broadcast to ``shape``.
+    * ``rescale``: ``dst = round_half_away(src0 / 2**params[0])`` (``dst == src0``: rebases rewrite their slot).
+    * ``relu``: ``dst = max(src0, 0)``.
+    * ``lookup``: ``dst = table(src0)`` elementwise, ``table`` the executor's own function at the input scale.
+    * ``view``: ``dst = index(src0)``: only moves values (``index`` maps an array shaped like src0 to one shaped
+      like dst: reshape, transpose, broadcast, slice).
+    * ``check``: a range check of ``src0``; writes no values.
+    """
+
+    kind: str
+    srcs: tuple[int, ...] = ()
+    dst: int | None = None
+    params: tuple[int, ...] = ()
+    const: Any = None
+    table: Callable[[np.ndarray], np.ndarray] | None = None
+    index: Callable[[np.ndarray], np.ndarray] | None = None
+    shape: tuple[int, ...] | None = None
+
 _INT_TYPES = (
     onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.INT8,
     onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
@@ -621,8 +717,11 @@ class FixedPointProgram:
     DENSE_CONV_MAX = 1 << 20
 
     def __init__(self, model: str | Path | onnx.ModelProto, settings: Mapping[str, Any] | str | Path):
+        self._base_dir: Path | None = None
         if isinstance(model, (str, Path)):
-            model = onnx.load(str(model))
+            # external weight data is memory-mapped, not loaded: only the quantized weights take memory
+            self._base_dir = Path(model).parent
+            model = onnx.load(str(model), load_external_data=False)
         if isinstance(settings, (str, Path)):
             import json
 
@@ -633,6 +732,9 @@ class FixedPointProgram:
         run_args = settings.get("run_args", settings)
         self._variables = {str(k): int(v) for k, v in run_args.get("variables", [["batch_size", 1]])}
         self._steps: list[_Step] = []
+        self._trace_ops: list[TraceOp | None] = []  # parallel to _steps: what each closure computes (None: undeclared)
+        self._trace_nodes: list[tuple[str, str]] = []  # parallel to _steps: (node name, op type) that emitted it
+        self._node: onnx.NodeProto | None = None
         self._n_slots = 0
         self._compile(model)
         in_scales = settings.get("model_input_scales")
@@ -650,8 +752,11 @@ class FixedPointProgram:
         self._n_slots += 1
         return self._n_slots - 1
 
-    def _emit(self, step: _Step) -> None:
+    def _emit(self, step: _Step, op: TraceOp | None = None) -> None:
         self._steps.append(step)
+        self._trace_ops.append(op)
+        node = self._node
+        self._trace_nodes.append((node.name, node.op_type) if node is not None else ("", ""))
 
     def _rebase(self, node: onnx.NodeProto, slot: int, scale: int) -> int:
         """ezkl RebaseScale: divide by 2**(scale - R) (round half away) if scale > R.
@@ -666,7 +771,7 @@ class FixedPointProgram:
             v[slot] = _div_pow2_round(v[slot], shift)
             b[slot] = b[slot] / 2.0**shift + 1.0
 
-        self._emit(step)
+        self._emit(step, TraceOp("rescale", (slot,), slot, (shift,)))
         self._check_decomposed(slot, f"node {node.name!r} (op {node.op_type})", f"rebased value (divided by 2^{shift})")
         return target
 
@@ -684,7 +789,7 @@ class FixedPointProgram:
                 return
             b[slot] = _enforce_range(v[slot], lo, hi, where, what, why)
 
-        self._emit(step)
+        self._emit(step, TraceOp("check", (slot,)))
 
     # --------------------------------------------------------------- compile
     def _compile(self, model: onnx.ModelProto) -> None:
@@ -707,7 +812,7 @@ class FixedPointProgram:
         vals: dict[str, _Const | _Act] = {}
         inits = {t.name for t in graph.initializer}
         for t in graph.initializer:
-            vals[t.name] = _Const(np.asarray(numpy_helper.to_array(t)), t.name)
+            vals[t.name] = _Const(_initializer_array(t, self._base_dir), t.name)
 
         self.input_names: list[str] = []
         self.input_shapes: list[tuple[int, ...]] = []
@@ -760,6 +865,7 @@ class FixedPointProgram:
             if op == "Constant":
                 continue
             handler = getattr(self, f"_op_{op}", None)
+            self._node = node
             if handler is None:
                 raise NotImplementedError(f"fixed-point executor does not support node {node.name!r} (op {op})")
             ins = [vals.get(i) if i else None for i in node.input]
@@ -875,7 +981,7 @@ class FixedPointProgram:
             v[dst] = v[src].reshape(new)
             b[dst] = b[src]
 
-        self._emit(step)
+        self._emit(step, TraceOp("view", (a.slot,), slot, index=lambda x, new=new: x.reshape(new), shape=new))
         scale = self._rebase(node, slot, a.scale) if node is not None else a.scale
         return _Act(slot, scale, new)
 
@@ -888,7 +994,8 @@ class FixedPointProgram:
             v[dst] = np.ascontiguousarray(v[src].transpose(perm))
             b[dst] = b[src]
 
-        self._emit(step)
+        self._emit(step, TraceOp("view", (a.slot,), slot, index=lambda x, perm=perm: x.transpose(perm),
+                                 shape=tuple(a.shape[i] for i in perm)))
         return _Act(slot, self._rebase(node, slot, a.scale), tuple(a.shape[i] for i in perm))
 
     def _op_Relu(self, node, ins):
@@ -902,7 +1009,7 @@ class FixedPointProgram:
             v[dst] = np.maximum(x, 0.0) if x.dtype == np.float64 else np.maximum(x, np.int64(0))
             b[dst] = b[src]
 
-        self._emit(step)
+        self._emit(step, TraceOp("relu", (a.slot,), slot, shape=a.shape))
         return _Act(slot, self._rebase(node, slot, a.scale), a.shape)  # LeakyReLU(slope=0): same scale (rebased only above R)
 
     def _op_Sigmoid(self, node, ins):
@@ -916,7 +1023,7 @@ class FixedPointProgram:
             v[dst] = _carrier(table(v[src]), ob)
             b[dst] = ob
 
-        self._emit(step)
+        self._emit(step, TraceOp("lookup", (a.slot,), slot, table=table, shape=a.shape))
         return _Act(slot, self._rebase(node, slot, a.scale), a.shape)  # lookup output scale == input scale
 
     def _matmul_const(self, node, a: _Act, w_raw: np.ndarray) -> _Act:
@@ -933,7 +1040,8 @@ class FixedPointProgram:
             v[dst] = _carrier(y, by)
             b[dst] = by
 
-        self._emit(step)
+        self._emit(step, TraceOp("gemm", (a.slot,), slot, const=lambda mm=mm: mm.w,
+                                 shape=tuple(a.shape[:-1]) + (w_raw.shape[1],)))
         scale = self._rebase(node, slot, a.scale + self.scales.params)
         return _Act(slot, scale, tuple(a.shape[:-1]) + (w_raw.shape[1],))
 
@@ -963,9 +1071,17 @@ class FixedPointProgram:
             k = a.shape[-1]
 
             def step(v, b, sa=a.slot, sc=c.slot, dst=slot, k=k):
-                y = np.matmul(_as_int(v[sa]), _as_int(v[sc]))
-                by = b[sa] * b[sc] * k
-                v[dst] = _carrier(y, by)
+                x, y = v[sa], v[sc]
+                by = b[sa] * b[sc] * k  # bounds every partial sum: BLAS is exact below the float limits
+                if by >= _F32_LIMIT and x.size and y.size:
+                    by = _absmax(x) * _absmax(y) * k
+                if by < _F32_LIMIT:
+                    out = _matmul(x.astype(np.float32), y.astype(np.float32)).astype(np.float64)
+                elif by < _F64_LIMIT:
+                    out = _matmul(x.astype(np.float64), y.astype(np.float64))
+                else:
+                    out = np.matmul(_as_int(x), _as_int(y))
+                v[dst] = _carrier(out, by)
                 b[dst] = by
 
             self._emit(step)
@@ -1045,8 +1161,12 @@ class FixedPointProgram:
                     v[dst] = _carrier(xi + yi, bo)
                 b[dst] = bo
 
-        self._emit(step)
         out_shape = np.broadcast_shapes(a.shape, c_shape)
+        if isinstance(c, _Const):
+            op = TraceOp("add", (a.slot,), slot, (int(ma), 1), const=cq, shape=tuple(out_shape))
+        else:
+            op = TraceOp("add", (a.slot, c.slot), slot, (int(ma), int(mc)), shape=tuple(out_shape))
+        self._emit(step, op)
         scale = self._rebase(node, slot, out_scale)
         return _Act(slot, scale, tuple(out_shape))
 
@@ -1119,7 +1239,7 @@ class FixedPointProgram:
                 v[dst] = _carrier(np.broadcast_to(_as_int(x) * wq, shape), bo)
             b[dst] = bo
 
-        self._emit(step)
+        self._emit(step, TraceOp("mul", (a.slot,), slot, const=wq, shape=shape))
         scale = self._rebase(node, slot, a.scale + self.scales.params)
         return _Act(slot, scale, shape)
 
@@ -1136,7 +1256,7 @@ class FixedPointProgram:
                 v[dst] = _carrier(np.broadcast_to(_as_int(x) * _as_int(y), shape), bo)
             b[dst] = bo
 
-        self._emit(step)
+        self._emit(step, TraceOp("mul", (a.slot, c.slot), slot, shape=shape))
         scale = self._rebase(node, slot, a.scale + c.scale)
         return _Act(slot, scale, shape)
 
@@ -1147,7 +1267,7 @@ class FixedPointProgram:
             v[dst] = np.ascontiguousarray(np.broadcast_to(v[src], shape))
             b[dst] = b[src]
 
-        self._emit(step)
+        self._emit(step, TraceOp("view", (a.slot,), slot, index=lambda x: np.broadcast_to(x, shape), shape=shape))
         return _Act(slot, scale, shape)
 
     # ------------------------------------------------------- lookup tables
@@ -1172,14 +1292,14 @@ class FixedPointProgram:
             v[dst] = _carrier(y, ob)
             b[dst] = ob
 
-        self._emit(step)
+        self._emit(step, TraceOp("lookup", (a.slot,), slot, table=lambda x: fn(x, scale), shape=a.shape))
         return _Act(slot, self._rebase(node, slot, scale), a.shape)
 
     def _op_Tanh(self, node, ins):
         return self._lookup(node, ins, _tanh_lookup, lambda bx, s: 2.0**s)
 
     def _op_Erf(self, node, ins):
-        return self._lookup(node, ins, _erf_lookup, lambda bx, s: 2.0**s)
+        return self._lookup(node, ins, _ERF_TABLE, lambda bx, s: 2.0**s)
 
     def _op_Exp(self, node, ins):
         return self._lookup(node, ins, _exp_lookup, _exp_bound)
@@ -1207,7 +1327,7 @@ class FixedPointProgram:
             x = _as_int(v[src])
             sub = x - x.max(axis=axis, keepdims=True)
             self._check_lookup_values(sub, node, "exp lookup input (x - max)")
-            e = _exp_lookup(sub, s_in)  # in (0, m_in]
+            e = _EXP_TABLE(sub, s_in)  # in (0, m_in]
             denom = e.sum(axis=axis, keepdims=True)
             rescaled = denom / m_in
             with np.errstate(divide="ignore"):
@@ -1435,7 +1555,7 @@ class FixedPointProgram:
                 v[dst] = _carrier(_as_int(x) ** k, bo)
             b[dst] = bo
 
-        self._emit(step)
+        self._emit(step, TraceOp("mul", (a.slot, a.slot), slot, shape=a.shape) if k == 2 else None)
         return _Act(slot, self._rebase(node, slot, a.scale * k), a.shape)
 
     def _op_Pow(self, node, ins):
@@ -1575,7 +1695,7 @@ class FixedPointProgram:
             v[dst] = np.ascontiguousarray(fn(v[src]))
             b[dst] = b[src]
 
-        self._emit(step)
+        self._emit(step, TraceOp("view", (a.slot,), slot, index=fn, shape=tuple(int(d) for d in shape)))
         return _Act(slot, self._rebase(node, slot, a.scale), tuple(int(d) for d in shape))
 
     def _int_list(self, node, v, what: str) -> list[int]:
@@ -1663,7 +1783,7 @@ class FixedPointProgram:
                 v[dst] = np.ascontiguousarray(v[src][idx])
                 b[dst] = b[src]
 
-            self._emit(step)
+            self._emit(step, TraceOp("view", (a.slot,), slot, index=lambda x, idx=idx: x[idx], shape=shape))
             outs.append(_Act(slot, a.scale, shape))
             start += size
         return outs
@@ -1962,6 +2082,20 @@ class FixedPointProgram:
         if len(self._output_slots) != 1 or len(self._input_slots) != 1:
             raise ValueError("model has several inputs/outputs; use run()")
         return self.run(x_q)[0]
+
+
+def _initializer_array(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
+    """An initializer's value; one stored as external data is memory-mapped read-only from its file."""
+    if t.data_location != onnx.TensorProto.EXTERNAL:
+        return np.asarray(numpy_helper.to_array(t))
+    info = {e.key: e.value for e in t.external_data}
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).newbyteorder("<")
+    shape = tuple(int(d) for d in t.dims)
+    if base_dir is None or dtype.kind not in "fiub" or "location" not in info:
+        return np.asarray(numpy_helper.to_array(t, base_dir=str(base_dir or "")))
+    if int(np.prod(shape, dtype=np.int64)) == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(base_dir / info["location"], dtype=dtype, mode="r", offset=int(info.get("offset", 0)), shape=shape)
 
 
 def _constant_node_value(node: onnx.NodeProto) -> np.ndarray:

@@ -16,15 +16,17 @@ reveals the same challenge without committing twice."""
 import logging
 
 from imo.errors import UnprovableClaimError
+from imo.pipeline.game_play import FAST_PATH_MAX_LOGROWS
 from imo.pipeline.node import Node
 from imo.pipeline.state import RequestRecord
 from imo.proving.protocol import Claim, DisputeKind, challenge_commitment
+from imo.proving.segments import circuit_files
 from imo.verifier_contracts.contracts import compile_protocol
 from imo.verifier_contracts.oracle_client import Status
 
 log = logging.getLogger("imo.nodes")
 
-ACTIVE = ("submitted", "fraud", "disputing", "ok")
+ACTIVE = ("submitted", "fraud", "disputing", "gaming", "ok")
 
 
 class ChallengerNode(Node):
@@ -33,9 +35,10 @@ class ChallengerNode(Node):
     role = "challenger"
     event = "AIResultSubmitted"
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, fast_path_max_logrows: int = FAST_PATH_MAX_LOGROWS, **kwargs):
         super().__init__(*args, **kwargs)
         self._claims: dict[str, Claim] = {}
+        self.fast_path_max_logrows = fast_path_max_logrows
 
     def step(self) -> None:
         events, latest = self.scan()
@@ -83,7 +86,7 @@ class ChallengerNode(Node):
         claim = self._claim(record)
         if request.status != Status.SUBMITTED or chain_claim.claim_hash != claim.claim_hash:
             final = "finalized" if request.status == Status.FINALIZED and chain_claim.claim_hash == claim.claim_hash else (
-                "slashed" if record.status == "disputing" or request.status == Status.PENDING else "superseded")
+                "slashed" if record.status in ("disputing", "gaming") or request.status == Status.PENDING else "superseded")
             self.state.set_status(rid, final)
             return
         if record.status == "submitted":
@@ -104,6 +107,8 @@ class ChallengerNode(Node):
             self._dispute(record, request.deadline)
         elif record.status == "disputing":
             self._follow_dispute(record)
+        elif record.status == "gaming":
+            self._play_game(record)
         elif record.status == "ok" and self.now() >= request.deadline and chain_claim.open_disputes == 0:
             receipt = self.send("finalize", rid, claim)
             if receipt is not None:
@@ -116,16 +121,19 @@ class ChallengerNode(Node):
             self.state.set_status(rid, "missed")
             self.warnings.add(f"challenger: the challenge window of request {rid} closed before its fraud at segment {k} was disputed")
             return
+        bond = self.oracle.model(record.model_id).spec.bond_wei
         if record.detail["kind"] == DisputeKind.INVALID_PROOF.value:
             evidence, reveal = b"", ("reveal_dispute_proof", rid, k, claim)
+        elif self._by_game(record.model_id, k):
+            evidence, reveal = b"", ("reveal_challenge", rid, k, claim, b"", [], bond)
         else:
             inputs, _ = claim.segment_instances(self.runtime.sizes, k)
             proof, instances = self.runtime.prove_segment(k, claim.tensors(self.runtime.sizes)[k - 1])
-            bond = self.oracle.model(record.model_id).spec.bond_wei
             evidence, reveal = proof, ("reveal_challenge", rid, k, claim, proof, instances[len(inputs):], bond)
+        game = reveal[0] == "reveal_challenge" and not evidence
         opened = self.oracle.dispute(rid, k)
         if opened.open:  # revealed before a crash (or by someone else): follow it
-            self.state.set_status(rid, "disputing", opened_by=opened.challenger)
+            self.state.set_status(rid, "gaming" if opened.is_game else "disputing", opened_by=opened.challenger)
             return
         commitment = challenge_commitment(self.account, rid, k, evidence)
         if self.oracle.fn.commitBlock(commitment).call() == 0:
@@ -133,9 +141,37 @@ class ChallengerNode(Node):
         receipt = self.send(*reveal)
         if receipt is None:
             return
-        self.state.record_tx(rid, "challenge" if evidence else "disputeProof", receipt)
-        self.state.set_status(rid, "disputing" if evidence else "slashed", challenge_gas=receipt.gasUsed)
-        log.info("challenger: request %d segment %d %s", rid, k, "challenged" if evidence else "slashed (invalid proof)")
+        what = "openGame" if game else "challenge" if evidence else "disputeProof"
+        self.state.record_tx(rid, what, receipt)
+        self.state.set_status(rid, "gaming" if game else "disputing" if evidence else "slashed", challenge_gas=receipt.gasUsed)
+        log.info("challenger: request %d segment %d %s", rid, k,
+                 "challenged: bisection game opened" if game else "challenged" if evidence else "slashed (invalid proof)")
+
+    def _by_game(self, model_id: int, k: int) -> bool:
+        """Dispute op segment k with a bisection game rather than one ezkl proof of the whole segment: when the
+        segment has a registered step program and either no verifier or a circuit above the fast-path size."""
+        spec = self.oracle.model(model_id).registration.segments[k - 1]
+        if not spec.program_steps or self.games is None:
+            return False
+        if int(spec.verifier, 16) == 0:
+            return True
+        seg = self.runtime.plan.segments[k - 1]
+        logrows = circuit_files(self.runtime.plan_dir, seg).settings_dict().get("run_args", {}).get("logrows", 0)
+        return int(logrows) > self.fast_path_max_logrows
+
+    def _play_game(self, record: RequestRecord) -> None:
+        """One move of our game on the disputed segment, if it is ours; once the game is over, where it left the
+        claim (slashed: handled in `advance`; the segment settled for the submitter: check the others again)."""
+        rid, k = record.request_id, record.detail["segment"]
+        dispute = self.oracle.dispute(rid, k)
+        if dispute.open and dispute.is_game:
+            move = self.game_side(self._claim(record)).challenge(dispute.game)
+            if move is not None:
+                self.state.record_tx(rid, f"game {move[0]}", move[1])
+                log.info("challenger: request %d segment %d: game %d %s", rid, k, dispute.game, move[0])
+            return
+        self.warnings.add(f"challenger: request {rid}: the submitter won the bisection game on segment {k}; our bond went to it")
+        self.state.set_status(rid, "submitted")
 
     def _follow_dispute(self, record: RequestRecord) -> None:
         rid, k = record.request_id, record.detail["segment"]

@@ -18,11 +18,13 @@ from eth_account.signers.local import LocalAccount
 
 from imo.errors import ImoError, MissingArtifactError
 from imo.pipeline.chain import connect
+from imo.pipeline.game_play import GameSide, Traces
 from imo.pipeline.state import NodeState, RequestRecord
 from imo.proving.protocol import PlanRuntime
 from imo.proving.segments import CIRCUITS_FILE
 from imo.proving.store import ArtifactStore
 from imo.verifier_contracts.contracts import ContractRevertError, Deployment
+from imo.verifier_contracts.game_client import GameClient
 from imo.verifier_contracts.oracle_client import OracleClient
 from imo.verifier_contracts.registration import Terms, registration_problems
 
@@ -57,6 +59,7 @@ class Node:
         if not (self.plan_file.parent / CIRCUITS_FILE).is_file():
             raise MissingArtifactError(f"{self.plan_file.parent / CIRCUITS_FILE} not found; run `imo compile {plan_file}` first")
         self.runtime = PlanRuntime(self.plan_file, store or ArtifactStore())
+        self.traces = Traces(self.runtime)
         self.state = state if isinstance(state, NodeState) else NodeState(state)
         self.poll_interval = poll_interval
         self.terms = terms
@@ -77,6 +80,8 @@ class Node:
         sender = self.w3.eth.accounts[self._account] if isinstance(self._account, int) else self._account
         self.oracle = OracleClient(self.w3, self.deployment.oracle, sender)
         self.account = sender if isinstance(sender, str) else sender.address
+        game = self.oracle.dispute_game()
+        self.games = GameClient(self.w3, game, sender) if game else None
         self.model_ids = self._served_models()
 
     def _served_models(self) -> set[int]:
@@ -129,6 +134,12 @@ class Node:
             if exc.name == "AIOracleUnexpectedStatus":
                 return None
             raise
+
+    def game_side(self, claim) -> GameSide:
+        """This node's side of the bisection games about `claim`."""
+        if self.games is None:
+            raise ImoError(f"the oracle {self.deployment.oracle} has no dispute game wired; no bisection game can be played")
+        return GameSide(self.games, self.traces, claim, self.runtime.sizes)
 
     def step(self) -> None:
         raise NotImplementedError

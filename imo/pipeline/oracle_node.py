@@ -190,6 +190,12 @@ class OracleNode(Node):
         tensors = claim.tensors(self.runtime.sizes)
         for k, seg in enumerate(self.runtime.plan.segments, start=1):
             dispute = self.oracle.dispute(record.request_id, k)
+            if seg.mode == "op" and dispute.is_game:
+                move = self.game_side(claim).defend(dispute.game)
+                if move is not None:
+                    self.state.record_tx(record.request_id, f"game {move[0]}", move[1])
+                    log.info("oracle: request %d segment %d: game %d %s", record.request_id, k, dispute.game, move[0])
+                continue
             if seg.mode != "op" or not dispute.open or self.now() >= dispute.deadline:
                 continue
             proof, instances = self.runtime.prove_segment(k, tensors[k - 1])

@@ -15,11 +15,10 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from web3 import Web3
-
 from imo.circuits.plan import Plan
 from imo.errors import ImoError
-from imo.proving.protocol import ModelSpec, Registration, SegmentSpec
+from imo.proving.programs import Programs, plan_programs
+from imo.proving.protocol import ModelSpec, Registration, SegmentSpec, verifier_code_hash
 from imo.proving.segments import circuit_files
 from imo.verifier_contracts.contracts import Deployment
 from imo.verifier_contracts.evm import compile_verifier, deploy
@@ -65,16 +64,18 @@ def plan_verifiers(plan_file: Path) -> list[CompiledContract]:
     return [compile_verifier(circuit_files(plan_dir, s).verifier_sol) for s in plan.segments]
 
 
-Programs = dict[int, tuple[bytes, int]]  # 1-based op segment → (step program root, step count), `trace_codec`
 
 
 def expected_registration(plan_file: Path, spec: ModelSpec, verifier_addresses: list[str],
                           programs: Programs | None = None) -> Registration:
     """The registration of this compiled plan with `spec`, verifiers at these addresses and, for the op segments in
-    `programs`, their step programs (root, steps) built here from the plan (a bisection game can be opened on them)."""
+    `programs`, their step programs (root, steps); None: every op segment's that has one (`plan_programs`), which is
+    what `imo register` registers and every node expects, so that a bisection game can be opened on them."""
     plan = Plan.load(plan_file)
-    code_hashes = tuple(bytes(Web3.keccak(hexstr=c.runtime)) for c in plan_verifiers(plan_file))
-    programs = programs or {}
+    # a game-only op segment (verifier zero, `NO_VERIFIER`) has code hash zero, as `registerModel` computes it
+    code_hashes = tuple(verifier_code_hash(a, bytes.fromhex(c.runtime.removeprefix("0x")))
+                        for a, c in zip(verifier_addresses, plan_verifiers(plan_file)))
+    programs = plan_programs(plan_file) if programs is None else programs
     segments = tuple(SegmentSpec(a, s.mode == "zk", *programs.get(k, (b"\x00" * 32, 0)))
                      for k, (a, s) in enumerate(zip(verifier_addresses, plan.segments), start=1))
     return Registration(spec, segments, tuple(plan.boundary_sizes()), code_hashes)
@@ -83,7 +84,7 @@ def expected_registration(plan_file: Path, spec: ModelSpec, verifier_addresses: 
 def registration_problems(plan_file: Path, model: ChainModel, terms: Terms | None = None,
                           programs: Programs | None = None) -> list[str]:
     """Why a node must not serve `model` with this plan (empty: serve it). With `terms`, the economics must be those;
-    `programs`: the step programs this node built for the plan's op segments (as in `expected_registration`)."""
+    `programs`: the op segments' step programs (as in `expected_registration`; None: built from the plan)."""
     plan = Plan.load(plan_file)
     spec = model.spec
     if spec.plan_hash != bytes.fromhex(plan.plan_hash):
@@ -118,7 +119,7 @@ def register_plan(oracle: OracleClient, deployment: Deployment, plan_file: Path,
                   reference_gas_price_wei: int = REFERENCE_GAS_PRICE_WEI,
                   programs: Programs | None = None) -> tuple[int, bytes, DisputeCosts]:
     """Deploy every segment's ezkl verifier and register the plan as model `name` with `terms` (and the step programs
-    of the op segments in `programs`), after checking the terms against what a dispute costs; records the model in
+    of the op segments in `programs`; None: every one the plan has), after checking the terms against what a dispute costs; records the model in
     `deployment`. Returns (model id, digest, costs)."""
     plan = Plan.load(plan_file)
     costs = dispute_costs(plan_file, reference_gas_price_wei)

@@ -1,0 +1,71 @@
+"""The step programs of a compiled plan's op segments: what `imo register` puts in the registration and what every
+node recomputes to check it (a bisection game can be opened on a segment registered with one).
+
+Building a program quantizes the segment's weights and hashes every tile (seconds for 10^8 weights), so each root is
+cached in `step_programs.json` beside the plan, keyed by the sha256 of the segment's ONNX and settings files: a stale
+entry can never be reused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from imo.circuits.plan import Plan
+from imo.fsutil import atomic_write_bytes
+from imo.proving.segments import circuit_files
+from imo.proving.trace import NotBisectable, StepProgram
+
+log = logging.getLogger("imo.programs")
+
+PROGRAMS_FILE = "step_programs.json"
+
+Programs = dict[int, tuple[bytes, int]]  # 1-based op segment → (program root, step count)
+
+
+def _digest(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def plan_programs(plan_file: Path) -> Programs:
+    """Root and step count of every op segment of the plan that has a step program (a segment with an op the game
+    cannot check on chain has none: only a whole-segment fraud proof disputes it)."""
+    plan_file = Path(plan_file)
+    plan = Plan.load(plan_file)
+    plan_dir = plan_file.parent
+    cache_file = plan_dir / PROGRAMS_FILE
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    out: Programs = {}
+    changed = False
+    for k, seg in enumerate(plan.segments, start=1):
+        if seg.mode != "op" or not seg.onnx:
+            continue
+        settings = circuit_files(plan_dir, seg).settings
+        key = _digest(plan_dir / seg.onnx, settings)
+        entry = cache.get(key)
+        if entry is None:
+            try:
+                program = StepProgram.build(plan_dir / seg.onnx, settings)
+                entry = {"root": program.root.hex(), "steps": program.n_steps}
+            except NotBisectable as exc:
+                log.info("segment %d has no step program: %s", k, exc)
+                entry = {"root": None, "reason": str(exc)}
+            cache[key] = entry
+            changed = True
+        if entry["root"] is not None:
+            out[k] = (bytes.fromhex(entry["root"]), int(entry["steps"]))
+    if changed:
+        try:
+            atomic_write_bytes(cache_file, json.dumps(cache, indent=1).encode())
+        except OSError:  # a read-only plan (a shared bundle) still works, it just recomputes
+            pass
+    return out
