@@ -26,6 +26,10 @@ from imo.verifier_contracts.oracle_client import ChainModel, OracleClient
 from imo.verifier_contracts.solc import CompiledContract
 
 DISPUTE_GAS = 3_000_000
+# a bisection game's gas on one side (measured on anvil, tests/test_dispute_game.py): opening it (the challenge) ~0.3M,
+# postRoot ~0.12M, one choose or reveal ~0.05M per level, the one-step check <= 2.6M (a K=4096 GEMM tile), the end 0.1M
+GAME_FIXED_GAS = 3_100_000
+GAME_GAS_PER_LEVEL = 100_000
 REFERENCE_GAS_PRICE_WEI = 2 * 10**9
 BOND_MARGIN = 2
 
@@ -49,13 +53,18 @@ class DisputeCosts:
     min_window_s: int
     min_bond_wei: int
     reference_gas_price_wei: int
+    worst_game_gas: int = 0  # both sides of the deepest bisection game of the plan's op segments (0: none)
 
 
 def dispute_costs(plan_file: Path, reference_gas_price_wei: int = REFERENCE_GAS_PRICE_WEI) -> DisputeCosts:
     plan, plan_dir = Plan.load(plan_file), Path(plan_file).parent
     setup = [json.loads(circuit_files(plan_dir, s).report.read_text())["seconds"].get("setup", 0.0) for s in plan.segments]
     worst = 2 * max(setup)
-    return DisputeCosts(round(worst, 1), int(3 * worst + 60), DISPUTE_GAS * reference_gas_price_wei * BOND_MARGIN, reference_gas_price_wei)
+    depths = [max(1, (steps - 1).bit_length()) for _, steps in plan_programs(plan_file).values()]
+    game_gas = GAME_FIXED_GAS + GAME_GAS_PER_LEVEL * max(depths) if depths else 0
+    # half of a slashed bond pays the winner: it must cover the worst dispute's gas, a fraud proof's or a game's
+    bond = max(DISPUTE_GAS, game_gas) * reference_gas_price_wei * BOND_MARGIN
+    return DisputeCosts(round(worst, 1), int(3 * worst + 60), bond, reference_gas_price_wei, game_gas)
 
 
 def plan_verifiers(plan_file: Path) -> list[CompiledContract]:
