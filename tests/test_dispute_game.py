@@ -41,8 +41,6 @@ from imo.verifier_contracts.game_client import (
     GameStatus,
     StepWitness,
     Turn,
-    defender_proof,
-    honest_choice,
 )
 from imo.verifier_contracts.oracle_client import OracleClient, Status
 
@@ -58,6 +56,32 @@ I64 = (-(1 << 63), (1 << 63) - 1)
 GAS: dict[str, list[int]] = {}  # move (step per kind) → gas of every such transaction in this module
 GAMES: list[dict] = []  # per game: moves, max and total gas
 
+
+
+# ------------------------------------------------------------------ playing hand-built trees honestly
+
+
+def honest_choice(reference: MerkleTree, left: bytes, right: bytes, height: int, index: int) -> bool:
+    """The challenger's choice at the node (height, index) whose revealed children are left/right: the left child
+    when it differs from the reference tree's (the first wrong leaf is there), else the right one. `reference` is the
+    honest trace with, where the claimed output differs from the honest one, the OUTPUT step's leaf replaced by a value
+    no trace can have (e.g. keccak(b"wrong output")), so that the game ends on the OUTPUT step, which is then invalid."""
+    if reference.node(height - 1, 2 * index) != left:
+        return False
+    # the padding after the last step is never the way (no step lives there): prefer the child holding real steps
+    return (2 * index + 1) << (height - 1) < len(reference.leaves)
+
+
+def defender_proof(reference: MerkleTree, revealed: dict[tuple[int, int], bytes], leaf: int) -> list[bytes]:
+    """The Merkle proof of leaf `leaf` (left of the disputed one) under the defender's root: the siblings the defender
+    revealed where it did, the reference tree's elsewhere (those subtrees hold only leaves left of the disputed one,
+    on which both sides agree)."""
+    out, index = [], leaf
+    for height in range(reference.depth):
+        sibling = index ^ 1
+        out.append(revealed.get((height, sibling), reference.node(height, sibling)))
+        index >>= 1
+    return out
 
 def record(name: str, receipt) -> int:
     assert receipt.gasUsed <= MAX_TX_GAS, f"{name} used {receipt.gasUsed} gas"

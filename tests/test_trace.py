@@ -352,6 +352,19 @@ def test_an_honest_trace_with_a_false_published_output_is_disputed_at_the_output
     assert program.one_step(honest, disputed, _pack(x), _pack(honest.output)).recompute(program.root, honest.root) == honest.leaves[-1]
 
 
+def test_garbage_in_the_padding_after_the_last_step_does_not_lead_the_challenger_astray(small):
+    """A liar with an honest trace but a false published output, whose tree holds garbage in the zero padding after the
+    OUTPUT step: the padding differs from the honest tree, yet the challenger still ends on the OUTPUT step (no step
+    lives in the padding, so a game ending there would be lost by the challenger's clock)."""
+    model, program, x, honest = small
+    n = program.n_steps
+    assert n < 1 << program.depth, "the small model's tree must have padding"
+    liar_tree = MerkleTree(list(honest.leaves) + [keccak(b"garbage %d" % i) for i in range((1 << program.depth) - n)])
+    assert liar_tree.root != honest.root
+    disputed, _ = Bisection(honest).play(liar_tree)
+    assert disputed == n - 1
+
+
 def test_one_step_witness_recomputes_every_step_of_an_honest_trace(small):
     model, program, x, honest = small
     seen = set()

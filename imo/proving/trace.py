@@ -768,13 +768,15 @@ class Bisection:
         (so the game ends at the first step where the defender's trace leaves the honest one, or at the first step with
         no valid output); if neither does (only when the trace is honest and the published output is not), the child
         holding the OUTPUT step (the last real leaf: the zero padding after it is never the way)."""
-        hl, _ = self.children(self.tree, level, index)
+        hl, hr = self.children(self.tree, level, index)
         if left != hl or self._has_poison(level - 1, 2 * index):
             return 2 * index
-        if left == hl and right == self.children(self.tree, level, index)[1]:
-            last = len(self.honest.leaves) - 1
-            return 2 * index + 1 if (2 * index + 1) << (level - 1) <= last else 2 * index
-        return 2 * index + 1
+        last = len(self.honest.leaves) - 1
+        right_is_real = (2 * index + 1) << (level - 1) <= last
+        if right_is_real and right != hr:
+            return 2 * index + 1
+        # nothing differs among the real steps (the padding after them may: it is never the way, no step lives there)
+        return 2 * index + 1 if right_is_real else 2 * index
 
     def play(self, defender: MerkleTree | Callable[[int, int], tuple[bytes, bytes]]) -> tuple[int, dict[tuple[int, int], bytes]]:
         """A whole bisection against `defender` (its tree, or a function (level, index) -> revealed children), from

@@ -8,9 +8,8 @@ a step program). The defender posts its trace root with the root's children (`po
 child it disputes (`choose`), the defender opens it (`reveal`), down to one leaf; then the challenger has that step
 recomputed on chain (`step`, with a `StepWitness`). `timeout` ends a game whose side to move has used its clock up.
 
-Playing honestly needs only the helpers at the end: `honest_choice` (descend towards the first leaf where the
-defender's tree differs from the reference tree) and `defender_proof` (a leaf's Merkle proof under the defender's root,
-from the reference tree and the nodes the defender revealed: every leaf left of the disputed one is agreed)."""
+Playing honestly (which child to dispute, operand proofs under the defender's root) is chain-free and lives with the
+trace: `imo.proving.trace.Bisection` and `PatchedTree`; `imo.pipeline.game_play` plays a node's side."""
 
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
@@ -19,7 +18,7 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError
 
 from imo.errors import ChainError
-from imo.proving.trace_codec import MerkleTree, Step
+from imo.proving.trace_codec import Step
 from imo.verifier_contracts.contracts import ContractRevertError, Sender, compile_protocol, decode_revert, transact
 
 
@@ -110,7 +109,7 @@ class OpenedGame:
 class StepWitness:
     """`StepProof` (StepVerifier.sol): what `step` needs to have step `index` recomputed. `leaves` are the int_pack
     bytes of each slice's producer leaf (operand by operand, slice by slice), `leaf_proofs` their proofs under the
-    defender's trace root (`defender_proof`); `const_values` int_pack(C) for GEMM and ADD/MUL with a constant;
+    defender's trace root (`PatchedTree.proof`); `const_values` int_pack(C) for GEMM and ADD/MUL with a constant;
     `boundary` the claim's packed input (INPUT) or output (OUTPUT) boundary of the segment; for LOOKUP each input's
     table entry and its proof under the table root."""
 
@@ -258,26 +257,3 @@ class GameClient:
 
 def _address(sender: Sender | None) -> str | None:
     return sender if sender is None or isinstance(sender, str) else sender.address
-
-
-# ------------------------------------------------------------------ playing honestly
-
-
-def honest_choice(reference: MerkleTree, left: bytes, right: bytes, height: int, index: int) -> bool:
-    """The challenger's choice at the node (height, index) whose revealed children are left/right: the left child
-    when it differs from the reference tree's (the first wrong leaf is there), else the right one. `reference` is the
-    honest trace with, where the claimed output differs from the honest one, the OUTPUT step's leaf replaced by a value
-    no trace can have (e.g. keccak(b"wrong output")), so that the game ends on the OUTPUT step, which is then invalid."""
-    return reference.node(height - 1, 2 * index) == left
-
-
-def defender_proof(reference: MerkleTree, revealed: dict[tuple[int, int], bytes], leaf: int) -> list[bytes]:
-    """The Merkle proof of leaf `leaf` (left of the disputed one) under the defender's root: the siblings the defender
-    revealed where it did, the reference tree's elsewhere (those subtrees hold only leaves left of the disputed one,
-    on which both sides agree)."""
-    out, index = [], leaf
-    for height in range(reference.depth):
-        sibling = index ^ 1
-        out.append(revealed.get((height, sibling), reference.node(height, sibling)))
-        index >>= 1
-    return out
