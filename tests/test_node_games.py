@@ -4,7 +4,14 @@ own; a lying challenger loses its bond to an honest oracle by the clock; a node 
 after a restart without sending a move twice. The plan is tests/test_nodes.py's (zk → op → op), registered with its
 op segments' step programs; `fast_path_max_logrows=0` makes the challenger choose the game over a fraud proof."""
 
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from test_nodes import CHALLENGER, DISHONEST, HONEST, POOL, REQUESTER, Market, finish, plan_file, window  # noqa: F401
@@ -125,3 +132,43 @@ def test_a_challenger_killed_mid_game_continues_it_after_a_restart(market, monke
     restarted.step()
     assert restarted.state.request(rid).status == "slashed" and m.status(rid) == Status.PENDING
     assert m.calls(CHALLENGER) == Counter(commit=1, challenge=1)
+
+
+def test_challenger_process_killed_with_sigkill_mid_game_finishes_it_after_restarts(market, tmp_path):
+    """`imo node challenger --once` runs, one move each, against a lying oracle; one run is killed with SIGKILL at a
+    random moment of its move. Later runs pick the game up from the chain and win it: one challenge, one slash."""
+    m = market
+    liar = m.oracle_node(DISHONEST, dishonest="output")
+    rid = m.request(POOL[0])
+    liar.step()
+    state_file = tmp_path / "challenger.sqlite"
+    cmd = [str(Path(sys.executable).with_name("imo")), "node", "challenger", "--rpc-url", m.rpc_url, "--deployment",
+           str(m.deployment_file), "--plan", str(m.plan_file), "--state", str(state_file), "--fast-path-logrows", "0",
+           "--once", "--quiet", "--json"]
+    env = {**os.environ, "IMO_PRIVATE_KEY": m.signers[CHALLENGER].key.to_0x_hex()}
+
+    def run() -> None:
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    run()  # opens the game
+    liar.step()  # root posted: the challenger's move
+    victim = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    time.sleep(random.uniform(1.0, 3.0))  # start-up takes ~1-2 s: the kill lands before, during or after its move
+    try:
+        os.killpg(victim.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    victim.wait()
+    g = games(m)
+    for _ in range(40):
+        if g.game(1).over:
+            break
+        run()
+        liar.step()
+    assert g.game(1).status == GameStatus.CHALLENGER_WON
+    run()
+    assert m.status(rid) == Status.PENDING
+    assert m.calls(CHALLENGER) == Counter(commit=1, challenge=1)
+    [slash] = m.events("AIResultSlashed", rid)
+    assert slash["challenger"] == m.accounts[CHALLENGER]
