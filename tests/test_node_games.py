@@ -17,6 +17,7 @@ import pytest
 from test_nodes import CHALLENGER, DISHONEST, HONEST, POOL, REQUESTER, Market, finish, plan_file, window  # noqa: F401
 
 from helpers import advance, calls_to, gas_paid
+from imo.pipeline.dapp import Session, status
 from imo.pipeline.oracle_node import _claim_from_json
 from imo.proving.programs import plan_programs
 from imo.verifier_contracts.game_client import GameClient, GameStatus
@@ -64,6 +65,8 @@ def test_a_liar_loses_the_bisection_game_the_nodes_play_and_is_slashed(market, f
     assert liar.state.request(rid).detail["dishonest"] == fault
     challenger.step()
     assert challenger.state.request(rid).status == "gaming" and challenger.state.request(rid).detail["segment"] == segment
+    [shown] = status(Session(m.client, m.deployment), rid)["disputes"]  # what `imo status RID` shows
+    assert shown["segment"] == segment and shown["game"]["to_move"] == "defender" and shown["game"]["round"] == 0
     play(m, challenger, liar)
     g = games(m)
     [game] = [g.game(i) for i in range(1, g.game_count() + 1)]
