@@ -96,13 +96,13 @@ def test_an_honest_oracle_beats_a_lying_challenger_by_the_clock_and_takes_its_bo
     start = m.w3.eth.block_number
     wealth = m.wealth(m.accounts[HONEST])
     rogue.open_game(rid, 3, claim, bond=m.bond)  # a challenge of a right claim, to grief the oracle
-    assert m.client.dispute(rid, 3).is_game
+    assert games(m).game_of(rid, 3) == 1 and m.client.claim(rid).open_disputes == 1
     honest.step()  # the oracle posts its root: the rogue must choose, or lose by its clock
     g = games(m)
     assert g.game(1).status == GameStatus.AWAITING_CHOICE
     advance(m.w3, m.window + 1)
     honest.step()  # the rogue's clock ran out: the oracle ends the game and wins
-    assert g.game(1).status == GameStatus.DEFENDER_WON and not m.client.dispute(rid, 3).open
+    assert g.game(1).status == GameStatus.DEFENDER_WON and m.client.claim(rid).open_disputes == 0
     assert m.events("AIDisputeAnswered", rid)
     assert m.wealth(m.accounts[HONEST]) - wealth == m.bond - gas_paid(m.w3, start, m.accounts[HONEST])
     challenger = m.challenger(fast_path_max_logrows=0)

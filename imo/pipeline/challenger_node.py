@@ -22,6 +22,7 @@ from imo.pipeline.state import RequestRecord
 from imo.proving.protocol import Claim, DisputeKind, challenge_commitment
 from imo.proving.segments import circuit_files
 from imo.verifier_contracts.contracts import compile_protocol
+from imo.verifier_contracts.game_client import GameStatus
 from imo.verifier_contracts.oracle_client import Status
 
 log = logging.getLogger("imo.nodes")
@@ -49,7 +50,8 @@ class ChallengerNode(Node):
                 fresh.append((e, request))
         self.state.record_scan(self.state.cursor, [(r.request_id, r.model_id, r.input.hex()) for _, r in fresh])
         for e, r in fresh:  # a new submission (also one after a slash) is checked from scratch
-            self.state.set_status(r.request_id, "submitted", tx="0x" + bytes(e["transactionHash"]).hex(), block=e["blockNumber"], segment=None)
+            self.state.set_status(r.request_id, "submitted", tx="0x" + bytes(e["transactionHash"]).hex(), block=e["blockNumber"], segment=None,
+                                  game=None)
         self.state.record_scan(latest)
         records = self.state.requests(*ACTIVE)
         deadlines = {}
@@ -131,10 +133,16 @@ class ChallengerNode(Node):
             proof, instances = self.runtime.prove_segment(k, claim.tensors(self.runtime.sizes)[k - 1])
             evidence, reveal = proof, ("reveal_challenge", rid, k, claim, proof, instances[len(inputs):], bond)
         game = reveal[0] == "reveal_challenge" and not evidence
-        opened = self.oracle.dispute(rid, k)
-        if opened.open:  # revealed before a crash (or by someone else): follow it
-            self.state.set_status(rid, "gaming" if opened.is_game else "disputing", opened_by=opened.challenger)
-            return
+        if game:  # games: any number per segment; ours may have been opened before a crash
+            mine = self._my_game(record)
+            if mine is not None:
+                self.state.set_status(rid, "gaming", game=mine)
+                return
+        else:
+            opened = self.oracle.dispute(rid, k)
+            if opened.open:  # revealed before a crash (or by someone else): follow it
+                self.state.set_status(rid, "disputing", opened_by=opened.challenger)
+                return
         commitment = challenge_commitment(self.account, rid, k, evidence)
         if self.oracle.fn.commitBlock(commitment).call() == 0:
             self.state.record_tx(rid, "commit", self.oracle.commit(commitment))
@@ -143,7 +151,8 @@ class ChallengerNode(Node):
             return
         what = "openGame" if game else "challenge" if evidence else "disputeProof"
         self.state.record_tx(rid, what, receipt)
-        self.state.set_status(rid, "gaming" if game else "disputing" if evidence else "slashed", challenge_gas=receipt.gasUsed)
+        self.state.set_status(rid, "gaming" if game else "disputing" if evidence else "slashed", challenge_gas=receipt.gasUsed,
+                              game=self._my_game(record) if game else None)
         log.info("challenger: request %d segment %d %s", rid, k,
                  "challenged: bisection game opened" if game else "challenged" if evidence else "slashed (invalid proof)")
 
@@ -159,19 +168,24 @@ class ChallengerNode(Node):
         logrows = circuit_files(self.runtime.plan_dir, seg).settings_dict().get("run_args", {}).get("logrows", 0)
         return int(logrows) > self.fast_path_max_logrows
 
+    def _my_game(self, record: RequestRecord) -> int | None:
+        """The id of the game this node opened on the disputed segment of the current submission, if any."""
+        opened = self.games.games_opened(from_block=record.detail.get("block") or 0, request_id=record.request_id)
+        mine = [g.game_id for g in opened if g.challenger == self.account and g.segment == record.detail["segment"]]
+        return mine[-1] if mine else None
+
     def _play_game(self, record: RequestRecord) -> None:
-        """One move of our game on the disputed segment, if it is ours; once the game is over, where it left the
-        claim (slashed: handled in `advance`; the segment settled for the submitter: check the others again)."""
-        rid, k = record.request_id, record.detail["segment"]
-        dispute = self.oracle.dispute(rid, k)
-        if dispute.open and dispute.is_game:
-            move = self.game_side(self._claim(record)).challenge(dispute.game)
-            if move is not None:
-                self.state.record_tx(rid, f"game {move[0]}", move[1])
-                log.info("challenger: request %d segment %d: game %d %s", rid, k, dispute.game, move[0])
-            return
-        self.warnings.add(f"challenger: request {rid}: the submitter won the bisection game on segment {k}; our bond went to it")
-        self.state.set_status(rid, "submitted")
+        """One move of our game, if it is ours. A won game slashes the claim in the same transaction (`advance` then
+        sees the request reopened); a lost one means the submitter's trace held where ours said it did not: we stop
+        disputing this claim and say so (a re-challenge would lose again)."""
+        rid, k, game_id = record.request_id, record.detail["segment"], record.detail["game"]
+        move = self.game_side(self._claim(record)).challenge(game_id)
+        if move is not None:
+            self.state.record_tx(rid, f"game {move[0]}", move[1])
+            log.info("challenger: request %d segment %d: game %d %s", rid, k, game_id, move[0])
+        elif self.games.game(game_id).status == GameStatus.DEFENDER_WON:
+            self.warnings.add(f"challenger: request {rid}: the submitter won bisection game {game_id} on segment {k}; our bond went to it")
+            self.state.set_status(rid, "lost")
 
     def _follow_dispute(self, record: RequestRecord) -> None:
         rid, k = record.request_id, record.detail["segment"]

@@ -34,10 +34,31 @@ def _srs(path: str | None) -> Path | None:
     return Path(path) if path else None
 
 
+def _describe_large(spec) -> dict:
+    """`describe` for a LARGE_ZOO entry without exporting it (hundreds of MB): ops from its layers, built on meta."""
+    import torch
+
+    from imo.models import param_count
+
+    ops: dict[str, int] = {}
+    with torch.device("meta"):
+        for m in spec.build().modules():
+            op = {"Linear": "Gemm", "ReLU": "Relu", "Conv2d": "Conv", "Sigmoid": "Sigmoid", "Flatten": "Flatten"}.get(type(m).__name__)
+            if op:
+                ops[op] = ops.get(op, 0) + 1
+    return {"name": spec.name, "kind": spec.kind, "description": spec.description, "input_shape": list(spec.input_shape),
+            "output_shape": list(spec.output_shape), "params": param_count(spec), "ops": ops}
+
+
 def cmd_models(args: argparse.Namespace) -> None:
     from imo.models import ZOO, describe
+    from imo.models.zoo import LARGE_ZOO
 
     rows = [describe(spec) for spec in ZOO.values()]
+    rows += [_describe_large(spec) for spec in LARGE_ZOO.values()]
+    from imo.models.gpt import describe as describe_gpt
+
+    rows.append(describe_gpt())  # the language model (`imo generate gpt`); its card: imo/models/gpt.py
     lines = [f"{'model':<10} {'kind':<10} {'params':>8}  {'input':<14} ops"]
     for r in rows:
         ops = ", ".join(f"{op}×{n}" for op, n in sorted(r["ops"].items()))
@@ -60,12 +81,15 @@ def _model_path(arg: str) -> Path:
     if path.is_file() or (path.exists() and os.sep in arg):  # zoo names hold no separator
         artifacts.require(path, artifacts.ONNX, role="model")
         return path
-    from imo.models import ZOO, cached_export
+    from imo.models import cached_export, get_spec
 
-    if arg in ZOO:
+    try:
+        get_spec(arg)  # every zoo: ZOO and LARGE_ZOO
+    except UnknownModelError as unknown:
+        if not path.exists():
+            raise UnknownModelError(f"{arg}: no such file and no zoo model of that name; pass an ONNX file or {str(unknown).split('; ', 1)[-1]}") from None
+    else:
         return cached_export(arg).onnx_path
-    if not path.exists():
-        raise UnknownModelError(f"{arg}: no such file and no zoo model of that name; pass an ONNX file or one of: {', '.join(ZOO)}")
     artifacts.require(path, artifacts.ONNX, role="model")
     return path
 
@@ -77,7 +101,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
     from imo.circuits.plan import make_plan, write_plan
 
     plan, graph = make_plan(model, private=args.private, private_input=args.private_input, private_weights=args.private_weights,
-                            budget_logrows=args.budget_logrows, scale=args.scale, merge=not args.no_merge)
+                            budget_logrows=args.budget_logrows, scale=args.scale, merge=not args.no_merge, tile_logrows=args.tile_logrows)
     where = ""
     if args.out:
         where = f"\nwrote {write_plan(plan, graph, Path(args.out))} (plan hash {plan.plan_hash[:16]}…)"
@@ -105,7 +129,7 @@ def cmd_compile(args: argparse.Namespace) -> None:
             raise MissingArtifactError(f"no calibration.json beside the plan's model {plan.model}; pass --calibration FILE (N inputs concatenated in ezkl's input format)")
     artifacts.require(calibration, artifacts.INPUT, role="--calibration")
     reports = compile_plan(Path(args.plan), onnx_io.load_batch(calibration, plan.input_signature()), quiet=args.quiet)
-    lines = [f"seg {r['segment']} ({r['mode']}): logrows {r['logrows']} (estimated {r['est_logrows']}), rows {r['num_rows']}, pk {r['pk_bytes'] / 1e6:.0f} MB, setup {r['seconds']['setup']:.1f} s" for r in reports]
+    lines = [f"seg {r['segment']}{'' if r.get('tile') is None else ' tile ' + str(r['tile'])} ({r['mode']}){' (store hit: keys reused)' if r.get('cached') else ''}: logrows {r['logrows']} (estimated {r['est_logrows']}), rows {r['num_rows']}, pk {r['pk_bytes'] / 1e6:.0f} MB, setup {r['seconds']['setup']:.1f} s" for r in reports]
     if args.public_bundle:
         from imo.proving.bundle import write_public_bundle
 
@@ -182,12 +206,14 @@ def _prove_plan(args: argparse.Namespace, backend: str) -> None:
             proof = ", proof reused from the store" if seg["proof_cached"] else f", proof {seg['prove_seconds']:.2f} s ({seg['worker']})"
         lines.append(f"  seg {seg['index']} {seg['mode']}: execute {seg['execute_seconds']:.3f} s{proof}")
     for b in run["boundaries"]:
-        if b["commitment"] is not None:
+        if b.get("chunk_commitments"):
+            lines.append(f"  boundary {b['index']} hashed in {len(b['chunk_commitments'])} chunks (one commitment per tile)  ({b['name']}, shape {b['shape']})")
+        elif b["commitment"] is not None:
             lines.append(f"  boundary {b['index']} hashed: C = 0x{int.from_bytes(bytes.fromhex(b['commitment']), 'little'):064x}  ({b['name']}, shape {b['shape']})")
         else:
             lines.append(f"  boundary {b['index']} public: {len(b['quantized'])} values  ({b['name']}, shape {b['shape']})")
     lines.append(f"  output {[round(v, 4) for v in run['output']]}")
-    if any(b["commitment"] is not None for b in run["boundaries"]):
+    if any(b["commitment"] is not None or b.get("chunk_commitments") for b in run["boundaries"]):
         lines.append(f"  hashed tensors: {Path(args.out) / 'private'} (operator-only; share run.json and the proofs, never private/)")
     lines.append(f"done in {run['wall_seconds']:.1f} s, peak memory {peak / 2**30:.2f} GiB")
     _print(args, {**run, "prover": backend}, "\n".join(lines))
@@ -229,7 +255,7 @@ def _verify_run(args: argparse.Namespace, srs: Path | None) -> None:
         artifacts.require(Path(args.plan), artifacts.PLAN, role="--plan")
     result = verify_run(Path(args.plan) if args.plan else None, Path(args.dir), srs)
     if result["verified"]:
-        segs = ", ".join(f"seg {v['segment']} ({v['verify_seconds']:.3f} s)" for v in result["verified"])
+        segs = ", ".join(f"seg {v['segment']}{'' if v.get('tile') is None else ' tile ' + str(v['tile'])} ({v['verify_seconds']:.3f} s)" for v in result["verified"])
         human = f"zk proofs verify and link to the published commitments: {segs}"
     else:
         human = "no zk segment in this run: nothing to verify off-chain (op segments are checked by re-execution)"
@@ -300,8 +326,32 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if unknown:
         raise UnknownModelError(f"--models: unknown model(s) {', '.join(unknown)}; choose from: {', '.join(ZOO)}")
 
+    if getattr(args, "dispute", False):
+        if args.models or args.quick or args.llm:
+            _refuse("--dispute", "benches one bisection dispute on mlp-4k alone; run --quick/--models/--llm separately")
+        from imo.pipeline.bench_dispute import bench_dispute, dispute_line
+
+        result = bench_dispute(Path(args.out), progress=not args.json)
+        _print(args, result, dispute_line(result) + f"\nwrote {args.out}/dispute.json, dispute.md")
+        return
+    if args.llm:
+        if args.models or args.quick:
+            _refuse("--llm", "benches the language model alone; run --quick/--models separately (both keep each other's part of bench.json)")
+        from imo.pipeline.generate import bench_llm, llm_line
+
+        bench = bench_llm(Path(args.out), progress=not args.json)
+        _print(args, bench, llm_line(bench["llm"]) + f"\nwrote {args.out}/bench.json (under llm), bench.md")
+        return
     bench = run_bench(Path(args.out), quick=args.quick, models=args.models)
     _print(args, bench, (Path(args.out) / "bench.md").read_text() + f"\nwrote {args.out}/bench.json, bench.md, time.png, memory.png")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from imo.pipeline.generate import generate, human
+
+    engines = {"both": ("executor", "onnxruntime"), "executor": ("executor",), "onnxruntime": ("onnxruntime",)}[args.engine]
+    result = generate(args.model, args.prompt, args.tokens, engines=engines, progress=not args.quiet)
+    _print(args, result, human(result))
 
 
 def cmd_node(args: argparse.Namespace) -> None:
@@ -311,6 +361,8 @@ def cmd_node(args: argparse.Namespace) -> None:
         for flag, value in (("--inbox", args.inbox), ("--dishonest", args.dishonest), ("--seed", args.seed)):
             if value is not None:
                 _refuse(flag, "is an oracle option; a challenger answers no requests")
+    elif args.fast_path_logrows is not None:
+        _refuse("--fast-path-logrows", "is a challenger option; the oracle defends whatever dispute it gets")
     if args.seed is not None and args.dishonest is None:
         _refuse("--seed", "seeds the --dishonest choices; add --dishonest")
     if args.once and args.poll is not None:
@@ -340,7 +392,10 @@ def cmd_node(args: argparse.Namespace) -> None:
     else:
         from imo.pipeline.challenger_node import ChallengerNode
 
-        node = ChallengerNode(**common)
+        from imo.pipeline.game_play import FAST_PATH_MAX_LOGROWS
+
+        limit = FAST_PATH_MAX_LOGROWS if args.fast_path_logrows is None else args.fast_path_logrows
+        node = ChallengerNode(**common, fast_path_max_logrows=limit)
     if args.once:
         node.step()
         counts: dict = {}
@@ -392,10 +447,12 @@ def cmd_deploy(args: argparse.Namespace) -> None:
 
 def cmd_register(args: argparse.Namespace) -> None:
     artifacts.require(Path(args.plan), artifacts.PLAN, role="plan")
+    from imo.circuits.plan import Plan
+
+    Plan.load(Path(args.plan)).require_untiled("registered on chain")  # one line, before anything else
     _deployment(args)
     if args.keystore:
         artifacts.require(Path(args.keystore), artifacts.KEYSTORE, role="--keystore")
-    from imo.circuits.plan import Plan
     from imo.pipeline.operator import register
     from imo.verifier_contracts.registration import Terms
 
@@ -455,6 +512,8 @@ def cmd_status(args: argparse.Namespace) -> None:
     rows = [status(session, args.request_id)] if args.request_id else all_statuses(session)
     lines = [f"request {r['request_id']}: model {r['model_id']}, {r['status']}, fee {r['fee_wei']} wei"
              + (f", submitted by {r['submitter']}" if r["submitter"] else "") + (f", {r['open_disputes']} open dispute(s)" if r["open_disputes"] else "")
+             + "".join(f"; segment {d['segment']}: " + (f"game {d['game']['id']} round {d['game']['round']}/{d['game']['rounds']}, {d['game']['to_move']} to move"
+                                                          if "game" in d else "disputed with a fraud proof") for d in r.get("disputes", []))
              + (f", output {[round(v, 4) for v in r['result']['output']]}" if r.get("result") else "") for r in rows]
     _print(args, rows if not args.request_id else rows[0], "\n".join(lines) or "no requests")
 
@@ -518,6 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-logrows", type=_positive_int, help="segments estimated above this many logrows run optimistically (op)")
     p.add_argument("--scale", type=_non_negative_int, default=7, help="the common fixed-point scale of every boundary (default 7)")
     p.add_argument("--no-merge", action="store_true", help="keep one segment per layer instead of merging")
+    p.add_argument("--tile-logrows", type=_positive_int, help="split a zk Gemm/MatMul layer estimated above this many logrows into column blocks, "
+                   "each its own circuit and proof (off-chain only: a tiled plan cannot be registered on chain yet)")
     p.add_argument("--out", help="write plan.json and the segment ONNX files into this directory")
 
     p = command("compile", cmd_compile, "build settings, circuits and keys for every segment of a plan")
@@ -545,10 +606,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rpc-url", help="--onchain: JSON-RPC node with unlocked accounts (default: an embedded anvil on 127.0.0.1)")
     p.add_argument("--srs", help="the SRS file the proof was made with, if not the cached development one")
 
+    p = command("generate", cmd_generate, "greedy byte-level text generation with a zoo language model (gpt) on the canonical fixed-point executor, and onnxruntime in float for comparison")
+    p.add_argument("model", help="zoo language model name (gpt; trained and exported once into the cache) or an ONNX file of the same interface")
+    p.add_argument("--prompt", required=True, help="UTF-8 text to continue (cropped to the model's context, left-padded with spaces)")
+    p.add_argument("--tokens", type=_positive_int, default=16, help="new bytes to generate (default 16)")
+    p.add_argument("--engine", choices=["both", "executor", "onnxruntime"], default="both", help="which engines decode (default both: the executor, then onnxruntime)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     p = command("bench", cmd_bench, "measure monolithic vs segmented vs hybrid proving side by side; writes bench.json, bench.md and PNG plots")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quick", action="store_true", help="mlp only, fewer repeats (under 3 minutes on 2 cores)")
     p.add_argument("--models", nargs="+", help="zoo models to bench (default: mlp cnn mlp-wide; --quick: mlp)")
+    p.add_argument("--dispute", action="store_true", help="play one bisection dispute over mlp-4k's whole network as ONE game-only op segment (~101M MACs) on a fresh anvil: a liar against a challenger; writes dispute.json and dispute.md (gas per move, rounds, estimated monolithic logrows)")
+    p.add_argument("--llm", action="store_true", help="bench the gpt language model instead: executor vs onnxruntime per token, 16 tokens after a 128-byte prompt, peak RSS, the zk output head's proof (bench.json under llm)")
 
     def chain_options(p: argparse.ArgumentParser, signs: bool = True) -> None:
         p.add_argument("--deployment", default="deployment.json", help="deployment.json written by `imo deploy` (default ./deployment.json)")
@@ -602,6 +672,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inbox", help="oracle: directory of private inputs named <C_0 as 0x hex>.json (ezkl input format)")
     p.add_argument("--dishonest", choices=["boundary", "output", "proof", "commitment", "random"], help="oracle, tests and demo only: corrupt every answer this way")
     p.add_argument("--seed", type=int, help="oracle: seed of the --dishonest choices (default 0)")
+    p.add_argument("--fast-path-logrows", type=_non_negative_int,
+                   help="challenger: dispute a wrong op segment with one ezkl proof of the whole segment only up to 2^N circuit "
+                        "rows, above that (or with no verifier) with the bisection game (default 17; 0: always the game "
+                        "where the segment has a step program)")
     p.add_argument("--poll", type=_positive_float, help="seconds between polls (default 1; not with --once)")
     p.add_argument("--once", action="store_true", help="one poll iteration, then print the request counts by status and any warnings")
     p.add_argument("--quiet", action="store_true", help="log warnings only")

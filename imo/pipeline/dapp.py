@@ -102,8 +102,34 @@ def status(session: Session, request_id: int) -> dict:
     c = oracle.claim(request_id)
     out = {"request_id": request_id, "model_id": r.model_id, "status": r.status.name.lower(), "requester": r.requester, "fee_wei": r.fee,
            "deadline": r.deadline, "submitter": c.submitter if c.exists else None, "open_disputes": c.open_disputes if c.exists else 0}
+    if c.exists and c.open_disputes:
+        out["disputes"] = _disputes(session, r.model_id, request_id)
     if r.status == Status.FINALIZED:
         out["result"] = _result(oracle, request_id)
+    return out
+
+
+def _disputes(session: Session, model_id: int, request_id: int) -> list[dict]:
+    """The open disputes of a claim: fraud-proof disputes with their response deadline, and bisection games with
+    where they stand (round, whose move, clocks left)."""
+    from imo.verifier_contracts.game_client import GameClient
+
+    oracle, out = session.oracle, []
+    for k in range(1, len(oracle.model(model_id).registration.segments) + 1):
+        d = oracle.dispute(request_id, k)
+        if d.open:
+            out.append({"segment": k, "challenger": d.challenger, "response_deadline": d.deadline})
+    address = oracle.dispute_game()
+    if address:
+        games = GameClient(oracle.w3, address)
+        for opened in games.games_opened(request_id=request_id):
+            g = games.game(opened.game_id)
+            if g.over:
+                continue
+            defender_left, challenger_left = games.clocks(g.game_id)
+            out.append({"segment": g.segment, "challenger": g.challenger, "game": {
+                "id": g.game_id, "status": g.status.name.lower(), "round": g.level, "rounds": g.depth, "to_move": g.turn.value,
+                "defender_clock_s": defender_left, "challenger_clock_s": challenger_left}})
     return out
 
 

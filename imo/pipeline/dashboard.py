@@ -219,7 +219,7 @@ class Collector:
                               "input": sizes[k - 1] or "hashed", "output": sizes[k] or "hashed",
                               "proof": ("an ezkl proof posted with every result; anyone may check it with disputeProof" if zk
                                         else "optimistic: no proof unless disputed, then an ezkl fraud proof (challenge) and an answer")}
-                             for k, (verifier, zk) in enumerate(segments, start=1)],
+                             for k, (verifier, zk, *_) in enumerate(segments, start=1)],
             }
         return out
 

@@ -173,10 +173,22 @@ class OracleNode(Node):
             return
         self.state.record_tx(record.request_id, "submit", receipt)
         self.state.set_status(record.request_id, "submitted", tx="0x" + bytes(receipt.transactionHash).hex(), gas=receipt.gasUsed,
+                              block=receipt.blockNumber,
                               data_bytes=len(claim.data) + len(claim.output))
         log.info("oracle: submitted request %d (%s) gas %d", record.request_id, record.detail.get("dishonest") or "honest", receipt.gasUsed)
 
     # ------------------------------------------------------------------ defending
+
+    def _defend_games(self, record: RequestRecord, claim) -> None:
+        """One move in every open bisection game against our current claim (any number may run on one segment)."""
+        side = self.game_side(claim)
+        for g in self.games.games_opened(from_block=record.detail.get("block") or 0, request_id=record.request_id):
+            if g.defender != self.account:
+                continue
+            move = side.defend(g.game_id)
+            if move is not None:
+                self.state.record_tx(record.request_id, f"game {move[0]}", move[1])
+                log.info("oracle: request %d segment %d: game %d %s", record.request_id, g.segment, g.game_id, move[0])
 
     def defend(self, record: RequestRecord) -> None:
         """Answer every open dispute on our claim with a proof of our own claim; record how the request ended."""
@@ -187,15 +199,11 @@ class OracleNode(Node):
             self.state.set_status(record.request_id, "finalized" if request.status == Status.FINALIZED and mine else "slashed")
             return
         claim = _claim_from_json(self._claim_file(record.request_id).read_text())
+        if chain_claim.open_disputes and self.games is not None:
+            self._defend_games(record, claim)
         tensors = claim.tensors(self.runtime.sizes)
         for k, seg in enumerate(self.runtime.plan.segments, start=1):
             dispute = self.oracle.dispute(record.request_id, k)
-            if seg.mode == "op" and dispute.is_game:
-                move = self.game_side(claim).defend(dispute.game)
-                if move is not None:
-                    self.state.record_tx(record.request_id, f"game {move[0]}", move[1])
-                    log.info("oracle: request %d segment %d: game %d %s", record.request_id, k, dispute.game, move[0])
-                continue
             if seg.mode != "op" or not dispute.open or self.now() >= dispute.deadline:
                 continue
             proof, instances = self.runtime.prove_segment(k, tensors[k - 1])

@@ -185,6 +185,17 @@ class ModelSpec:
                 self.operator_share_bps, self.challenge_window_s, self.response_window_s, self.scale)
 
 
+NO_VERIFIER = "0x" + "00" * 20
+"""The verifier of a game-only op segment: one registered with a step program but no whole-segment ezkl verifier
+(too large for one proof); a challenge of it is always a bisection game."""
+
+
+def verifier_code_hash(verifier: str, runtime_code: bytes) -> bytes:
+    """A segment verifier's code hash as `registerModel` puts it in the digest: keccak256 of its runtime code, or zero
+    for a game-only segment's (`NO_VERIFIER`)."""
+    return b"\x00" * 32 if int(verifier, 16) == 0 else keccak(bytes(runtime_code))
+
+
 @dataclass(frozen=True)
 class SegmentSpec:
     """`AIOracleRegistry.Segment`: a segment's ezkl verifier, whether its proof is posted with every result, and for
@@ -200,6 +211,11 @@ class SegmentSpec:
 
     def as_tuple(self) -> tuple:
         return (self.verifier, self.zk, bytes(self.program_root), self.program_steps)
+
+    @property
+    def game_only(self) -> bool:
+        """An op segment with a step program and no verifier: disputed by the bisection game only."""
+        return int(self.verifier, 16) == 0 and not self.zk and self.program_steps > 0
 
 
 @dataclass(frozen=True)

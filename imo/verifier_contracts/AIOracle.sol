@@ -26,8 +26,9 @@ import {IHalo2Verifier} from "./IHalo2Verifier.sol";
  * After the window `finalize` pays the model's revenue to its token, the operator share and bond to the submitter and
  * the callback gas to the finalizer, and delivers y. Every ETH amount owed is pulled with {withdraw}.
  * An op segment registered with a step program may instead be challenged without a proof: that opens a bisection
- * game in {disputeGame} between the submitter and the challenger, whose result ({settleGame}) slashes the claim or
- * settles the segment as an answered dispute would.
+ * game in {disputeGame} between the submitter and the challenger, whose result ({settleGame}) slashes the claim or pays
+ * the challenger's bond to the submitter. Any number of games may run on one segment and a won game settles nothing,
+ * so a liar's own accomplice cannot shield its lie by opening (and losing) the only game.
  */
 contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
     enum Status {
@@ -61,20 +62,27 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
     }
 
     /// @dev The stored side of a submitted result. `settled` bit k-1: segment k was answered with a valid proof.
+    /// `openDisputes` counts fraud-proof disputes and games; `serial` tells this submission from a later one.
     struct Claim {
         address submitter;
         uint96 bond;
         bytes32 claimHash;
         uint64 settled;
-        uint8 openDisputes;
+        uint16 openDisputes;
+        uint64 serial;
     }
 
-    /// @dev An open dispute on one op segment: who posted the bond and when the submitter's time to answer ends;
-    /// for a bisection game, its id in {disputeGame} (the deadline is then the game's clocks, stored as the maximum).
+    /// @dev An open fraud-proof dispute on one op segment: who posted the bond and when the submitter's time to answer
+    /// ends.
     struct Dispute {
         address challenger;
         uint40 deadline;
-        uint56 game;
+    }
+
+    /// @dev A bisection game's stake: who challenged, and which submission (`Claim.serial`) the game is about.
+    struct GameStake {
+        address challenger;
+        uint64 serial;
     }
 
     uint256 public constant FIELD_MODULUS = BoundaryCodec.FIELD_MODULUS;
@@ -96,6 +104,8 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
     address public disputeGame;
 
     uint256 public requestCount;
+    uint64 private _submissions;
+    mapping(uint256 gameId => GameStake) private _gameStakes;
     mapping(uint256 requestId => Request) private _requests;
     mapping(uint256 requestId => bytes) private _callbackData;
     mapping(uint256 requestId => Claim) private _claims;
@@ -147,7 +157,7 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
     error AIOracleInsufficientGas(uint256 needed, uint256 left);
     error AIOracleNothingToWithdraw(address account);
     error AIOracleUnauthorized(address caller);
-    error AIOracleDisputeIsGame(uint256 requestId, uint256 segment);
+    error AIOracleNoVerifier(uint256 requestId, uint256 segment);
 
     constructor(uint256 minBond_, uint256 requestTimeout_, uint256 callbackGasPrice_) AIOracleRegistry(minBond_) {
         requestTimeout = requestTimeout_;
@@ -279,7 +289,8 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
         if (model.challengeWindow == 0) _verifyAllZk(requestId, r.modelId, claim);
 
         _claims[requestId] = Claim({
-            submitter: msg.sender, bond: uint96(msg.value), claimHash: claimHash, settled: 0, openDisputes: 0
+            submitter: msg.sender, bond: uint96(msg.value), claimHash: claimHash, settled: 0, openDisputes: 0,
+            serial: ++_submissions
         });
         r.status = Status.Submitted;
         r.deadline = uint40(block.timestamp + model.challengeWindow);
@@ -313,8 +324,10 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
      * first as `keccak256(abi.encode(msg.sender, requestId, k, keccak256(proof)))`. The submitter then has
      * `responseWindow` seconds to {respond}; otherwise anyone may {resolve} the dispute and slash it.
      * With an empty `proof`, on a segment registered with a step program, the dispute is a bisection game instead
-     * (`outputInstances` unused): {disputeGame} opens one with `responseWindow` seconds on each side's clock.
+     * (`outputInstances` unused): {disputeGame} opens one with `responseWindow` seconds on each side's clock. A
+     * game-only segment (registered without a verifier) can only be challenged so.
      * @dev Reverts with {AIOracleUnexpectedStatus}, {AIOracleChallengeWindowClosed}, {AIOracleInvalidSegment},
+     * {AIOracleNoVerifier} (a proof, or no game contract, on a game-only segment),
      * {AIOracleSegmentSettled}, {AIOracleDisputeExists}, {AIOracleWrongBond}, {AIOracleNotCommitted},
      * {AIOracleClaimMismatch}, {AIOracleInvalidInstances}, {AIOracleClaimNotContradicted} or {AIOracleInvalidProof}.
      * Emits {AIResultChallenged}.
@@ -333,21 +346,22 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
         }
         Claim storage c = _claims[requestId];
         if (c.settled & (uint64(1) << (k - 1)) != 0) revert AIOracleSegmentSettled(requestId, k);
-        if (_disputes[requestId][k].challenger != address(0)) revert AIOracleDisputeExists(requestId, k);
         uint256 bond = _models[modelId].bond;
         if (msg.value != bond) revert AIOracleWrongBond(bond, msg.value);
         _useCommit(keccak256(abi.encode(msg.sender, requestId, k, keccak256(proof))));
         _requireClaim(requestId, claim);
 
         uint40 deadline = type(uint40).max;
-        uint56 game;
         if (proof.length == 0 && _segments[modelId][k - 1].programRoot != 0 && disputeGame != address(0)) {
-            game = _openGame(requestId, modelId, k, c.submitter, claim);
+            uint256 game = _openGame(requestId, modelId, k, c.submitter, claim);
+            _gameStakes[game] = GameStake({challenger: msg.sender, serial: c.serial});
         } else {
+            if (_disputes[requestId][k].challenger != address(0)) revert AIOracleDisputeExists(requestId, k);
+            if (_segments[modelId][k - 1].verifier == address(0)) revert AIOracleNoVerifier(requestId, k);
             _requireContradiction(requestId, modelId, k, claim, proof, outputInstances);
             deadline = uint40(block.timestamp + _models[modelId].responseWindow);
+            _disputes[requestId][k] = Dispute({challenger: msg.sender, deadline: deadline});
         }
-        _disputes[requestId][k] = Dispute({challenger: msg.sender, deadline: deadline, game: game});
         ++c.openDisputes;
         emit AIResultChallenged(requestId, k, msg.sender, deadline);
     }
@@ -356,7 +370,7 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
      * @notice Answer the dispute on segment `k` with a valid proof of the claim's own instances for that segment: the
      * claim stands, the segment cannot be disputed again, and the challenger's bond is credited to the submitter.
      * Anyone may send the answer.
-     * @dev Reverts with {AIOracleNoDispute}, {AIOracleDisputeIsGame}, {AIOracleResponseWindowClosed},
+     * @dev Reverts with {AIOracleNoDispute}, {AIOracleResponseWindowClosed},
      * {AIOracleClaimMismatch} or {AIOracleInvalidProof}. Emits {AIDisputeAnswered} and {Credited}.
      */
     function respond(uint256 requestId, uint256 k, ClaimData calldata claim, bytes calldata proof)
@@ -365,26 +379,41 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
     {
         Dispute memory d = _disputes[requestId][k];
         if (d.challenger == address(0)) revert AIOracleNoDispute(requestId, k);
-        if (d.game != 0) revert AIOracleDisputeIsGame(requestId, k);
         if (block.timestamp >= d.deadline) revert AIOracleResponseWindowClosed(requestId, k, d.deadline);
         _requireClaim(requestId, claim);
         if (!_verifySegment(_requests[requestId].modelId, k, claim, proof)) revert AIOracleInvalidProof(requestId, k);
-        _answer(requestId, k, d.challenger);
+        Claim storage c = _claims[requestId];
+        c.settled |= uint64(1) << (k - 1);
+        --c.openDisputes;
+        delete _disputes[requestId][k];
+        emit AIDisputeAnswered(requestId, k, d.challenger);
+        _credit(c.submitter, _models[_requests[requestId].modelId].bond);
     }
 
     /**
-     * @notice The result of bisection game `gameId` on segment `k` of `requestId`, from {disputeGame} only: the
-     * challenger won, the claim is slashed as by {resolve}; the defender won, the segment is settled as by {respond}.
-     * A game whose dispute is gone (the claim was slashed meanwhile, which returned every open dispute's bond) is
-     * ignored, so a result is never paid twice and a game can always end.
-     * @dev Reverts with {AIOracleUnauthorized}. Emits what {resolve} or {respond} emits.
+     * @notice The result of bisection game `gameId` on segment `k` of `requestId`, from {disputeGame} only. The
+     * challenger won: the claim is slashed as by {resolve} and the challenger's bond comes back. The defender won: the
+     * challenger's bond goes to the submitter, and the segment stays open to other games and proofs (a game only shows
+     * that this challenger could not convict, not that the segment is right). A game about a submission that is gone
+     * (slashed meanwhile) returns the challenger's bond and changes nothing else; every game can end.
+     * @dev Reverts with {AIOracleUnauthorized}. Emits what {resolve} emits, or {AIDisputeAnswered}, and {Credited}.
      */
     function settleGame(uint256 gameId, uint256 requestId, uint256 k, bool challengerWon) external nonReentrant {
         if (msg.sender != disputeGame) revert AIOracleUnauthorized(msg.sender);
-        Dispute memory d = _disputes[requestId][k];
-        if (d.game != gameId || d.challenger == address(0)) return;
-        if (challengerWon) _slash(requestId, _requests[requestId], k, d.challenger);
-        else _answer(requestId, k, d.challenger);
+        GameStake memory stake = _gameStakes[gameId];
+        if (stake.challenger == address(0)) return;
+        delete _gameStakes[gameId];
+        Claim storage c = _claims[requestId];
+        uint256 bond = _models[_requests[requestId].modelId].bond;
+        if (c.submitter == address(0) || c.serial != stake.serial) return _credit(stake.challenger, bond);
+        --c.openDisputes;
+        if (challengerWon) {
+            _credit(stake.challenger, bond);
+            _slash(requestId, _requests[requestId], k, stake.challenger);
+        } else {
+            emit AIDisputeAnswered(requestId, k, stake.challenger);
+            _credit(c.submitter, bond);
+        }
     }
 
     /**
@@ -495,16 +524,6 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
     }
 
     // ---------------------------------------------------------------- internal
-
-    /// @dev Segment k stands against its open dispute: settled for good, the challenger's bond to the submitter.
-    function _answer(uint256 requestId, uint256 k, address challenger) private {
-        Claim storage c = _claims[requestId];
-        c.settled |= uint64(1) << (k - 1);
-        --c.openDisputes;
-        delete _disputes[requestId][k];
-        emit AIDisputeAnswered(requestId, k, challenger);
-        _credit(c.submitter, _models[_requests[requestId].modelId].bond);
-    }
 
     /// @dev Open a bisection game on op segment k: the submitter defends, the caller challenges, over the claim's
     /// packed input and output boundaries of the segment.
@@ -678,7 +697,8 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
     }
 
     /// @dev Take a result back: the challenger gets {SLASH_REWARD_BPS} of the bond, the model's token the rest, every
-    /// open dispute's bond goes back to its challenger, and the request reopens with its fee still escrowed.
+    /// open fraud-proof dispute's bond goes back to its challenger (a game's when it ends: {settleGame}), and the request
+    /// reopens with its fee still escrowed.
     function _slash(uint256 requestId, Request storage r, uint256 k, address challenger) private {
         uint256 modelId = r.modelId;
         Claim storage c = _claims[requestId];

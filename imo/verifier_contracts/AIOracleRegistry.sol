@@ -15,7 +15,9 @@ abstract contract AIOracleRegistry {
     /// @dev One segment: its ezkl verifier and whether its proof is posted with every result (zk) or only given in a
     /// dispute (op). An op segment may also register its step program (`programRoot`: the Merkle root of its step
     /// descriptors, `programSteps` of them; see `imo/proving/trace_codec.py`): a challenge without a whole-segment proof
-    /// then opens a bisection game over its trace. Zero: no program (whole-segment fraud proofs only).
+    /// then opens a bisection game over its trace. Zero: no program (whole-segment fraud proofs only). An op segment
+    /// with a program may have no verifier (`verifier` zero: game-only, for a segment too large for one ezkl proof);
+    /// its code hash in the digest is then zero.
     struct Segment {
         address verifier;
         bool zk;
@@ -71,7 +73,8 @@ abstract contract AIOracleRegistry {
 
     /**
      * @notice Register a model: its spec, its segments in order and the size of each boundary 0..n (0: hashed).
-     * @dev Reverts with {AIOracleInvalidSegments}, {AIOracleInvalidVerifier} (no code), {AIOracleInvalidProgram} (a
+     * @dev Reverts with {AIOracleInvalidSegments}, {AIOracleInvalidVerifier} (no code; zero is allowed only for a
+     * game-only op segment, one with a step program), {AIOracleInvalidProgram} (a
      * program on a zk segment, or a root without steps or steps without a root), {AIOracleInvalidRevShareToken},
      * {AIOracleInvalidOperatorShare}, {AIOracleInvalidBoundary} (a hashed boundary next to an op segment, a hashed
      * output, or a size over the limit), {AIOracleInvalidWindows} (an op segment without challenge and response
@@ -88,7 +91,8 @@ abstract contract AIOracleRegistry {
         bool hasOp;
         for (uint256 k = 0; k < n; ++k) {
             Segment calldata seg = segments[k];
-            if (seg.verifier.code.length == 0) revert AIOracleInvalidVerifier(k + 1, seg.verifier);
+            bool gameOnly = seg.verifier == address(0) && !seg.zk && seg.programRoot != 0;
+            if (!gameOnly && seg.verifier.code.length == 0) revert AIOracleInvalidVerifier(k + 1, seg.verifier);
             if (seg.programRoot == 0 ? seg.programSteps != 0 : (seg.zk || seg.programSteps == 0)) {
                 revert AIOracleInvalidProgram(k + 1);
             }
@@ -115,7 +119,7 @@ abstract contract AIOracleRegistry {
         bytes32[] memory codeHashes = new bytes32[](n);
         for (uint256 k = 0; k < n; ++k) {
             stored.push(segments[k]);
-            codeHashes[k] = segments[k].verifier.codehash;
+            if (segments[k].verifier != address(0)) codeHashes[k] = segments[k].verifier.codehash;
         }
         bytes32 digest = keccak256(abi.encode(spec, segments, boundarySizes, codeHashes));
         _digests[modelId] = digest;
@@ -131,7 +135,8 @@ abstract contract AIOracleRegistry {
         return (_models[modelId], _segments[modelId], _boundarySizes[modelId], _digests[modelId]);
     }
 
-    /// @notice keccak256(abi.encode(spec, segments, boundarySizes, verifier code hashes)) of `modelId`.
+    /// @notice keccak256(abi.encode(spec, segments, boundarySizes, verifier code hashes)) of `modelId` (a game-only
+    /// segment's code hash: zero).
     function registrationDigest(uint256 modelId) external view returns (bytes32) {
         return _digests[modelId];
     }

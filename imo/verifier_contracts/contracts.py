@@ -116,6 +116,7 @@ class Deployment:
     consumer: str
     offering: str | None = None
     nft: str | None = None
+    game: str | None = None  # DisputeGame (bisection disputes); None in a deployment.json written before it existed
     models: dict[str, int] = field(default_factory=dict)
     registrations: dict[str, dict] = field(default_factory=dict)  # name → model id, digest, terms (`imo register`)
     verifiers: dict[str, str] = field(default_factory=dict)
@@ -146,7 +147,7 @@ class Deployment:
     def contract(self, w3: Web3, name: str) -> Contract:
         """A web3 contract object for `name` (RevShareToken, ModelOffering, AIOracle, OracleConsumer, AIGCNFT)."""
         address = {"RevShareToken": self.token, "ModelOffering": self.offering, "AIOracle": self.oracle,
-                   "OracleConsumer": self.consumer, "AIGCNFT": self.nft}[name]
+                   "OracleConsumer": self.consumer, "AIGCNFT": self.nft, "DisputeGame": self.game}[name]
         if address is None:
             raise MissingArtifactError(f"this deployment has no {name}")
         return w3.eth.contract(address=address, abi=compile_protocol()[name].abi)
@@ -159,8 +160,9 @@ def deploy_protocol(
     sale: SaleConfig | None = SaleConfig(),
     oracle: OracleConfig = OracleConfig(),
 ) -> Deployment:
-    """Deploy RevShareToken (supply to `sender`), AIOracle, OracleConsumer and, unless `sale` is None, a ModelOffering
-    funded with `sale.sale_tokens` whose deadline is `sale.duration_s` from the latest block."""
+    """Deploy RevShareToken (supply to `sender`), AIOracle, OracleConsumer, the bisection game (StepVerifier and
+    DisputeGame, wired to the oracle) and, unless `sale` is None, a ModelOffering funded with `sale.sale_tokens` whose
+    deadline is `sale.duration_s` from the latest block."""
     compiled = compile_protocol()
     gas: dict[str, int] = {}
     me = address_of(sender)
@@ -172,9 +174,12 @@ def deploy_protocol(
         w3, compiled["AIOracle"], sender, oracle.min_bond_wei, oracle.request_timeout_s, oracle.callback_gas_price_wei
     )
     consumer, gas["OracleConsumer"] = deploy(w3, compiled["OracleConsumer"], sender, oracle_contract.address)
+    step_verifier, gas["StepVerifier"] = deploy(w3, compiled["StepVerifier"], sender)
+    game, gas["DisputeGame"] = deploy(w3, compiled["DisputeGame"], sender, oracle_contract.address, step_verifier.address)
+    gas["setDisputeGame"] = transact(oracle_contract.functions.setDisputeGame(game.address), sender).gasUsed
     deployment = Deployment(
         chain_id=w3.eth.chain_id, deployer=me, token=token_contract.address, oracle=oracle_contract.address,
-        consumer=consumer.address, gas=gas,
+        consumer=consumer.address, gas=gas, game=game.address,
     )
     if sale is not None:
         deadline = w3.eth.get_block("latest")["timestamp"] + sale.duration_s
@@ -221,4 +226,23 @@ def transact(fn, sender: Sender, value: int = 0, gas: int | None = None):
         raise ChainError(f"{fn.fn_name} failed: {str(exc).splitlines()[0][:300]}") from None
     if receipt.status != 1:
         raise ChainError(f"{fn.fn_name} reverted")
+    return receipt
+
+
+def pay(w3: Web3, sender: Sender, to: str, value: int):
+    """Send `value` wei from `sender` to `to` (an account, or a contract's receive()) and return the receipt; signed
+    like `transact`: a LocalAccount locally, an address by the node that unlocked it."""
+    tx = {"from": address_of(sender), "to": to, "value": value}
+    try:
+        tx["gas"] = w3.eth.estimate_gas(tx)
+        if isinstance(sender, str):
+            tx_hash = w3.eth.send_transaction(tx)
+        else:
+            tx.update(nonce=w3.eth.get_transaction_count(sender.address, "pending"), chainId=w3.eth.chain_id, gasPrice=w3.eth.gas_price)
+            tx_hash = w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+    except Exception as exc:
+        raise ChainError(f"paying {value} wei to {to} failed: {str(exc).splitlines()[0][:300]}") from None
+    if receipt.status != 1:
+        raise ChainError(f"paying {value} wei to {to} reverted")
     return receipt

@@ -130,7 +130,6 @@ class StepWitness:
 class GameClient:
     """`DisputeGame` at `address`, sending as `sender` (a LocalAccount signs locally; an address must be unlocked)."""
 
-    UNKNOWN_DEADLINE = (1 << 40) - 1  # an oracle dispute's deadline when it is a game
 
     def __init__(self, w3: Web3, address: str, sender: Sender | None = None):
         self.w3 = w3

@@ -16,6 +16,7 @@ from imo.proving.protocol import (
     SegmentSpec,
     challenge_commitment,
     submit_commitment,
+    verifier_code_hash,
 )
 from imo.verifier_contracts.contracts import (
     ContractRevertError,
@@ -72,7 +73,8 @@ class ChainClaim:
     bond: int
     claim_hash: bytes
     settled: int
-    open_disputes: int
+    open_disputes: int  # fraud-proof disputes and bisection games
+    serial: int = 0  # which submission: a game about an earlier one changes nothing
 
     @property
     def exists(self) -> bool:
@@ -81,17 +83,14 @@ class ChainClaim:
 
 @dataclass(frozen=True)
 class ChainDispute:
+    """An open fraud-proof dispute (bisection games are `GameClient`'s: any number may run on one segment)."""
+
     challenger: str
-    deadline: int  # the end of the response window; 2**40 - 1 for a bisection game (its clocks rule instead)
-    game: int = 0  # the bisection game's id in `AIOracle.disputeGame` (0: a whole-segment fraud proof dispute)
+    deadline: int  # the end of the response window
 
     @property
     def open(self) -> bool:
         return int(self.challenger, 16) != 0
-
-    @property
-    def is_game(self) -> bool:
-        return self.game != 0
 
 
 class OracleClient:
@@ -134,7 +133,7 @@ class OracleClient:
         spec, segments, sizes, digest = self.fn.getModel(model_id).call()
         registration = Registration(
             ModelSpec(*spec), tuple(SegmentSpec(v, z, bytes(root), steps) for v, z, root, steps in segments), tuple(sizes),
-            tuple(bytes(Web3.keccak(self.w3.eth.get_code(s[0]))) for s in segments),
+            tuple(verifier_code_hash(s[0], b"" if int(s[0], 16) == 0 else self.w3.eth.get_code(s[0])) for s in segments),
         )
         return ChainModel(model_id, registration, bytes(digest))
 
@@ -145,8 +144,8 @@ class OracleClient:
                             bytes(input_), bytes(callback_data))
 
     def claim(self, request_id: int) -> ChainClaim:
-        submitter, bond, claim_hash, settled, open_disputes = self.fn.getClaim(request_id).call()
-        return ChainClaim(submitter, bond, bytes(claim_hash), settled, open_disputes)
+        submitter, bond, claim_hash, settled, open_disputes, serial = self.fn.getClaim(request_id).call()
+        return ChainClaim(submitter, bond, bytes(claim_hash), settled, open_disputes, serial)
 
     def dispute(self, request_id: int, segment: int) -> ChainDispute:
         return ChainDispute(*self.fn.getDispute(request_id, segment).call())
@@ -228,7 +227,7 @@ class OracleClient:
 
     def open_game(self, request_id: int, segment: int, claim: Claim, bond: int | None = None):
         """Commit, then challenge op segment `segment` without a proof, which opens a bisection game on a segment
-        registered with a step program; returns (commit receipt, challenge receipt). `GameClient.games_of` finds it."""
+        registered with a step program; returns (commit receipt, challenge receipt). `GameClient.game_of` finds it."""
         return self.challenge(request_id, segment, claim, b"", [], bond=bond)
 
     def respond(self, request_id: int, segment: int, claim: Claim, proof: bytes):
