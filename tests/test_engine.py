@@ -99,6 +99,20 @@ def test_parallel_local_executor_overlaps_jobs_and_results_verify(cnn_plan, tmp_
     assert verify_run(plan_file, tmp_path / "run")["linked"]
 
 
+def test_warm_pool_reuses_workers_and_measures_each_proof_alone(cnn_plan, tmp_path):
+    plan_file, store = cnn_plan
+    fresh = ArtifactStore(tmp_path / "store")
+    shutil.copytree(store.root / "circuits", fresh.root / "circuits")
+    with LocalExecutor(workers=2) as warm:  # started before the request: workers up, ezkl imported
+        run = prove_plan(plan_file, cached_export("cnn").input_path, tmp_path / "run", executor=warm, store=fresh, quiet=True)
+    assert len({s["worker"] for s in run["segments"]}) <= 2 < len(run["segments"])  # 3 proofs, 2 reused workers
+    assert all(s["rss_isolated"] and 0 < s["peak_rss_bytes"] < 4 << 30 for s in run["segments"])
+    assert 0 < run["zk_proving_seconds"] <= run["wall_seconds"]
+    shutil.rmtree(fresh.root / "proofs")
+    in_process = prove_plan(plan_file, cached_export("cnn").input_path, tmp_path / "run1", executor=LocalExecutor(workers=1), store=fresh, quiet=True)
+    assert not any(s["rss_isolated"] for s in in_process["segments"])  # the caller's process: its whole life's peak
+
+
 def test_memory_limit_serialises_jobs(cnn_plan, tmp_path, monkeypatch):
     plan_file, store = cnn_plan
     seen = []

@@ -24,6 +24,10 @@ from imo.proving.native import call_ezkl
 POSEIDON_ROWS_PER_ELEMENT = 41
 POSEIDON_ROWS_FIXED = 4
 PUBLIC_OUTPUT_HALF_ROWS = 21  # a public output element adds 10.5 rows
+NARROW_DECOMP = (1024, 3)
+"""(decomp_base, decomp_legs) of tile circuits: ezkl's default (16384, 2) needs a 2^14-row range-check table, so no circuit
+gets below logrows 15 however small; base 2^10 with 3 legs represents more (|v| < 2^30 instead of 2^28) for a few % more
+rows and lets a small tile prove at logrows 12-14 (measured on ezkl 23.0.5). The executor reads both from the settings."""
 RESERVED_ROWS = 16  # blinding and reserved rows halo2 keeps free at the bottom of the table
 
 
@@ -35,22 +39,25 @@ class SegmentCost:
     settings: dict | None = field(default=None, compare=False, repr=False)  # ezkl's settings (private I/O, the plan's scale)
 
 
-def run_args(scale: int, input_visibility: str = "private", output_visibility: str = "private") -> "ezkl.PyRunArgs":
-    """The pinned ezkl settings of every segment of a plan: one common scale, rebase multiplier 1, fixed params."""
+def run_args(scale: int, input_visibility: str = "private", output_visibility: str = "private", decomp: tuple[int, int] | None = None) -> "ezkl.PyRunArgs":
+    """The pinned ezkl settings of every segment of a plan: one common scale, rebase multiplier 1, fixed params
+    (decomp: (decomp_base, decomp_legs), tiles' narrow range-check table)."""
     args = ezkl.PyRunArgs()
+    if decomp:
+        args.decomp_base, args.decomp_legs = decomp
     args.input_scale = args.param_scale = scale
     args.scale_rebase_multiplier = 1
     args.input_visibility, args.output_visibility, args.param_visibility = input_visibility, output_visibility, "fixed"
     return args
 
 
-def model_cost(model: onnx.ModelProto, scale: int) -> SegmentCost:
+def model_cost(model: onnx.ModelProto, scale: int, decomp: tuple[int, int] | None = None) -> SegmentCost:
     """ezkl's layout of `model` (private I/O, fixed params, the given scale), or the reason ezkl cannot lay it out."""
     with tempfile.TemporaryDirectory() as tmp:
         onnx_file, settings_file = Path(tmp) / "segment.onnx", Path(tmp) / "settings.json"
         onnx.save(model, str(onnx_file))
         try:
-            call_ezkl("gen_settings", ezkl.gen_settings, str(onnx_file), str(settings_file), py_run_args=run_args(scale))
+            call_ezkl("gen_settings", ezkl.gen_settings, str(onnx_file), str(settings_file), py_run_args=run_args(scale, decomp=decomp))
         except ProofError as exc:
             return SegmentCost(0, 0, str(exc).removeprefix("ezkl gen_settings failed: "))
         settings = json.loads(settings_file.read_text())

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from imo.errors import InvalidModelError
 from imo.proving import onnx_io
@@ -211,3 +211,87 @@ def _evaluate(node: onnx.NodeProto, values: dict, value_types: dict, model: onnx
         raise InvalidModelError(f"node '{node.name}' ({node.op_type}) computes a constant that imo cannot evaluate "
                                 f"({type(exc).__name__}: {_first_line(exc)})") from None
     return {t: np.asarray(r) for t, r in zip((t for t in node.output if t), results)}
+
+
+TILEABLE_ACTIVATIONS = {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "Erf", "Gelu"}  # elementwise: a column block of the output needs only that block
+
+
+def tileable(model: onnx.ModelProto) -> int | None:
+    """The output width M if a one-input segment model is one Gemm (transA 0) or MatMul by a constant on a 2-D input,
+    followed only by elementwise activations: then column blocks of its output are independent circuits."""
+    nodes = list(model.graph.node)
+    weights = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 2 or len(model.graph.output) != 1:
+        return None
+    if not nodes or nodes[0].op_type not in ("Gemm", "MatMul") or nodes[0].input[0] != inputs[0].name:
+        return None
+    first = nodes[0]
+    attrs = {a.name: helper.get_attribute_value(a) for a in first.attribute}
+    if attrs.get("transA", 0) or len(first.input) < 2 or first.input[1] not in weights:
+        return None
+    chain = first.output[0]
+    for node in nodes[1:]:
+        if node.op_type not in TILEABLE_ACTIVATIONS or node.input[0] != chain or any(t and t not in weights for t in node.input[1:]):
+            return None
+        chain = node.output[0]
+    dims = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    return dims[-1] if len(dims) == 2 and chain == model.graph.output[0].name else None
+
+
+def tile_model(model: onnx.ModelProto, lo: int, hi: int, join: list[int] | None = None) -> onnx.ModelProto:
+    """Columns lo:hi of a `tileable` segment model as a standalone model with canonical tensor names, so two tiles with
+    equal weights are byte-identical (and share one circuit and keys). join: the input arrives as chunks of these
+    widths (a chunked boundary), concatenated first (`join_inputs`)."""
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    (x,) = [i for i in model.graph.input if i.name not in weights]
+    x_dims = [d.dim_value for d in x.type.tensor_type.shape.dim]
+    first, rest = model.graph.node[0], list(model.graph.node[1:])
+    attrs = {a.name: helper.get_attribute_value(a) for a in first.attribute}
+    b = weights[first.input[1]]
+    b_tile = b[lo:hi, :] if first.op_type == "Gemm" and attrs.get("transB", 0) else b[:, lo:hi]
+    inits = [numpy_helper.from_array(np.ascontiguousarray(b_tile), "w")]
+    inputs = ["x", "w"]
+    if len(first.input) > 2 and first.input[2]:
+        c = weights[first.input[2]]
+        c_tile = c[..., lo:hi] if c.ndim and c.shape[-1] > 1 else c
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(c_tile), "c"))
+        inputs.append("c")
+    nodes = [helper.make_node(first.op_type, inputs, ["h0"], name="tile/0", **attrs)]
+    for i, node in enumerate(rest, start=1):
+        extra = []
+        for j, t in enumerate(node.input[1:], start=1):
+            if t:
+                inits.append(numpy_helper.from_array(weights[t], f"k{i}_{j}"))
+            extra.append(f"k{i}_{j}" if t else "")
+        node_attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        nodes.append(helper.make_node(node.op_type, [f"h{i - 1}", *extra], [f"h{i}"], name=f"tile/{i}", **node_attrs))
+    nodes[-1].output[0] = "y"
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, x_dims)
+    y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, [x_dims[0], hi - lo])
+    tile = helper.make_model(helper.make_graph(nodes, "tile", [x_info], [y_info], initializer=inits),
+                             opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    if join:
+        tile = join_inputs(tile, join)
+    onnx.checker.check_model(tile)
+    return tile
+
+
+def join_inputs(model: onnx.ModelProto, widths: list[int]) -> onnx.ModelProto:
+    """The model with its one 2-D input replaced by len(widths) inputs (columns chunks, in order) concatenated along the
+    last axis: the consumer of a tiled segment takes the tiles' outputs as separate inputs, so with hashed inputs it
+    exposes one Poseidon commitment per tile output, the same ones the tiles expose."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    weights = {t.name for t in model.graph.initializer}
+    (x,) = [i for i in model.graph.input if i.name not in weights]
+    dims = [d.dim_value for d in x.type.tensor_type.shape.dim]
+    if sum(widths) != dims[-1]:
+        raise ValueError(f"chunks {widths} do not add up to the input width {dims[-1]}")
+    chunks = [helper.make_tensor_value_info(f"{x.name}__chunk{j}", TensorProto.FLOAT, dims[:-1] + [w]) for j, w in enumerate(widths)]
+    concat = helper.make_node("Concat", [c.name for c in chunks], [x.name], name="join/concat", axis=len(dims) - 1)
+    graph = model.graph
+    rest_inputs = [i for i in graph.input if i.name in weights]
+    del graph.input[:]
+    graph.input.extend(chunks + rest_inputs)
+    graph.node.insert(0, concat)
+    return model

@@ -9,21 +9,38 @@ within the budget. Plans are deterministic: the same model and options give the 
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import ezkl
+import numpy as np
 
-from imo.circuits.cost import CostModel, SegmentCost, elements, segment_logrows, segment_rows
+from imo.circuits.cost import NARROW_DECOMP, CostModel, SegmentCost, elements, model_cost, segment_logrows, segment_rows
 from imo.circuits.fixed_point import FixedPointProgram
-from imo.circuits.graph import Graph, extract, load_graph
-from imo.errors import InvalidModelError, MissingArtifactError
+from imo.circuits.graph import Graph, extract, load_graph, tile_model, tileable
+from imo.errors import ImoError, InvalidModelError, MissingArtifactError
 from imo.fsutil import atomic_dir
 from imo.proving import onnx_io
 
 DEFAULT_SCALE = 7
 ACTIVATIONS = {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "Erf", "Gelu", "Flatten", "Reshape"}  # stay with the layer before them
 PLAN_FILE = "plan.json"
+
+
+class TiledPlanError(ImoError):
+    """A tiled segment has one circuit and proof per tile: what expects one per segment (on-chain registration and
+    verification, the public bundle) cannot take it."""
+
+
+@dataclass
+class Tile:
+    """Columns cols[0]:cols[1] of a tiled zk segment's output: its own circuit (`graph.tile_model` of the segment's ONNX,
+    range-check table `Plan.tile_decomp`) and its own proof, over the segment's whole input."""
+
+    index: int
+    cols: list[int]
+    est_rows: int
+    est_logrows: int
 
 
 @dataclass
@@ -41,6 +58,12 @@ class Segment:
     est_logrows: int
     onnx: str = ""  # path relative to the plan directory
     onnx_sha256: str = ""
+    tiles: list[Tile] = field(default_factory=list)  # zk only: proven as column blocks (a DAG: input → tiles → chunks → consumer)
+    input_chunks: list[int] = field(default_factory=list)  # the input is a hashed boundary committed chunk by chunk (a tiled producer)
+
+    def units(self) -> list[int | None]:
+        """The proofs of this segment: one per tile, or one (None) for an untiled segment."""
+        return [t.index for t in self.tiles] or [None]
 
 
 @dataclass
@@ -55,6 +78,23 @@ class Plan:
     private_nodes: list[str]
     segments: list[Segment]
     plan_hash: str = ""
+    tile_logrows: int | None = None  # zk segments above this are tiled where they can be
+    tile_decomp: list[int] | None = None  # tiles' (decomp_base, decomp_legs)
+
+    @property
+    def tiled(self) -> bool:
+        return any(s.tiles for s in self.segments)
+
+    def require_untiled(self, what: str = "registered, bundled or verified on chain") -> None:
+        """One line refusing a tiled plan where one circuit and proof per segment is expected (AIOracle, its registry)."""
+        refuse_tiled(self.segments, what)
+
+    def output_chunks(self, k: int) -> list[int]:
+        """Widths of the chunks boundary k is committed in: a hashed boundary after a tiled segment has one Poseidon
+        commitment per tile output (the consumer takes them as separate inputs); [] for one commitment or a public one."""
+        if k == 0 or not self.boundary_hashed(k):
+            return []
+        return [t.cols[1] - t.cols[0] for t in self.segments[k - 1].tiles]
 
     def to_json(self, plan_dir: Path | None = None) -> str:
         """plan.json's text; with `plan_dir`, the model path is written relative to it (where plan.json will live)."""
@@ -72,6 +112,8 @@ class Plan:
         try:
             data = json.loads(path.read_text())
             data["segments"] = [Segment(**s) for s in data["segments"]]
+            for segment in data["segments"]:
+                segment.tiles = [Tile(**t) for t in segment.tiles]
             plan = cls(**data)
             plan.model = str((path.resolve().parent / plan.model).resolve())  # an absolute path (older plans) stays as it is
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValueError includes JSON and UTF-8 errors
@@ -103,9 +145,23 @@ class Plan:
         body = asdict(self)
         body.pop("plan_hash")
         body.pop("model")
+        for key in ("tile_logrows", "tile_decomp"):  # untiled plans hash as they did before tiling existed
+            if body[key] is None:
+                body.pop(key)
         for s in body["segments"]:
             s.pop("onnx")
+            for key in ("tiles", "input_chunks"):
+                if not s[key]:
+                    s.pop(key)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def refuse_tiled(segments: list[Segment], what: str = "registered, bundled or verified on chain") -> None:
+    """Raise TiledPlanError (one line) if any of these segments is tiled."""
+    tiled = [s for s in segments if s.tiles]
+    if tiled:
+        raise TiledPlanError(f"segment {tiled[0].index} is tiled into {len(tiled[0].tiles)} column blocks (one circuit and proof each): the on-chain "
+                             f"AIOracle registers and verifies one proof per segment, so a tiled plan cannot be {what} yet; plan without --tile-logrows for that")
 
 
 def private_input_nodes(graph: Graph) -> set[str]:
@@ -117,8 +173,11 @@ def private_input_nodes(graph: Graph) -> set[str]:
 
 
 def make_plan(onnx_path: Path, private: list[str] = (), private_input: bool = False, private_weights: bool = False,
-              budget_logrows: int | None = None, scale: int = DEFAULT_SCALE, merge: bool = True) -> tuple[Plan, Graph]:
+              budget_logrows: int | None = None, scale: int = DEFAULT_SCALE, merge: bool = True,
+              tile_logrows: int | None = None) -> tuple[Plan, Graph]:
     """Decide segments and modes for the model at onnx_path (no files written). merge=False keeps one segment per layer.
+    tile_logrows: a zk segment estimated above it that is one Gemm/MatMul (+ elementwise activations) is split into
+    column blocks, each its own smaller circuit (`_tile`), proven in parallel.
 
     Refused here, in one line naming the node and its op, rather than later in compile or prove: a node ezkl cannot
     prove (every segment becomes an ezkl circuit: a zk segment's proof, an op segment's fraud proof), and a node the
@@ -201,6 +260,8 @@ def make_plan(onnx_path: Path, private: list[str] = (), private_input: bool = Fa
             est_rows=rows, est_logrows=logrows,
         )
         _check_executor(graph, segment, cost(node_ids), supported)
+        if mode == "zk" and tile_logrows is not None and logrows > tile_logrows:
+            _tile(graph, segment, scale, tile_logrows, in_hashed=zk_prev or (index == 0 and private_input), out_hashed=zk_next)
         segments.append(segment)
     plan = Plan(
         model=str(Path(onnx_path).resolve()), model_sha256=hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest(),
@@ -208,8 +269,48 @@ def make_plan(onnx_path: Path, private: list[str] = (), private_input: bool = Fa
         visibility={"input": "hashed" if private_input else "public", "between_zk": "hashed", "next_to_op": "public",
                     "final_output": "public", "params": "fixed"},
         budget_logrows=budget_logrows, private_nodes=sorted(tagged, key=lambda n: graph.node(n).index), segments=segments,
+        tile_logrows=tile_logrows, tile_decomp=list(NARROW_DECOMP) if any(s.tiles for s in segments) else None,
     )
+    for k, segment in enumerate(plan.segments):
+        segment.input_chunks = plan.output_chunks(k)
     return plan, graph
+
+
+MAX_TILES = 64
+
+
+def _tile(graph: Graph, segment: Segment, scale: int, tile_logrows: int, in_hashed: bool, out_hashed: bool) -> None:
+    """Split a tileable zk segment into the fewest column blocks (1, 2, 4, ...) whose estimated logrows fit tile_logrows
+    (else the most that lower the estimate), each laid out by ezkl with the narrow range-check table. Every tile hashes
+    the segment's whole input if it is hashed (the same commitment as the producer's output: linking is unchanged), and
+    its own output chunk if the output is hashed."""
+    model = graph.sub_model([segment.input], [segment.output])
+    width = tileable(model)
+    if width is None:
+        return
+    in_elems = elements(segment.input_shape)
+    rows_of = elements(segment.output_shape) // width
+    best = None
+    count = 2
+    while count <= min(width, MAX_TILES):
+        bounds = np.linspace(0, width, count + 1).round().astype(int)
+        w = int(bounds[1] - bounds[0])
+        tile_cost = model_cost(tile_model(model, 0, w), scale, NARROW_DECOMP)
+        if tile_cost.error:
+            return
+        hashed = in_elems * in_hashed + rows_of * w * out_hashed
+        public = 0 if out_hashed else rows_of * w
+        est = (segment_rows(tile_cost, hashed, public), segment_logrows(tile_cost, hashed, public))
+        if best is None or est[1] < best[2][1]:
+            best = (count, bounds, est)
+        if est[1] <= tile_logrows:
+            break
+        count *= 2
+    if best is None or best[2][1] >= segment.est_logrows:
+        return
+    count, bounds, (rows, logrows) = best
+    segment.tiles = [Tile(j, [int(bounds[j]), int(bounds[j + 1])], rows, logrows) for j in range(count)]
+    segment.reason += f"; tiled into {count} column blocks (estimated logrows {logrows} each)"
 
 
 def executor_ops() -> frozenset[str]:

@@ -23,11 +23,13 @@ from imo.proving import onnx_io
 from imo.proving.circuit import CircuitFiles, Visibility, build_circuit, write_input, write_quantized_input
 from imo.proving.executors import LocalExecutor, ProveJob
 from imo.proving.native import call_ezkl
-from imo.proving.segments import circuit_files, compile_plan, prove_plan
+from imo.proving.segments import circuit_files, compile_plan, prove_plan, unit_files
 from imo.proving.store import ArtifactStore
 from imo.verifier_contracts.evm import ProofCall, compile_verifier, deploy, verify_onchain
 
 HYBRID_BUDGET = {"mlp": 14, "cnn": 14, "mlp-wide": 17}  # logrows above which a layer runs optimistically
+SEGMENTED_TILE_LOGROWS = 15  # segmented fully-zk plans: a layer above this is tiled into column blocks (docs/zk-cost.md)
+HYBRID_TILE_LOGROWS = 14  # the hybrid plan's zk layers: smaller tiles prove in parallel, each hashes the private input again
 
 
 def _timeit(fn, repeat: int) -> float:
@@ -73,39 +75,44 @@ def bench_model(name: str, work: Path, chain, quick: bool) -> dict:
     (job_result,) = LocalExecutor(1, isolate=True).run([ProveJob(0, str(mono.root), str(work / "mono-witness.json"), str(store.root), "mono")], quiet=True)
     mono_proof = Path(job_result.proof_dir) / "proof.json"
     result["monolithic"] = {
-        "logrows": report.logrows, "setup_s": report.seconds["setup"], "prove_s": job_result.seconds,
+        "logrows": report.logrows, "setup_s": report.seconds["setup"], "keygen_s": report.seconds["setup"], "prove_s": job_result.seconds,
         "peak_rss_mb": job_result.peak_rss_bytes / 2**20, "pk_mb": report.pk_bytes / 2**20,
         "proof_bytes": len(ProofCall.from_proof_file(mono_proof).proof), "verify_gas": _verify_gas(chain, mono, mono_proof),
     }
 
     # segmented fully-zk, one segment per layer: sequential vs parallel
-    seg_plan = write_plan(*make_plan(exported.onnx_path, merge=False), work / "segmented")
+    seg_plan = write_plan(*make_plan(exported.onnx_path, merge=False, tile_logrows=SEGMENTED_TILE_LOGROWS), work / "segmented")
     compile_reports = compile_plan(seg_plan, calibration, store=store, quiet=True)
+    plan = Plan.load(seg_plan)
     runs = {}
     for mode, executor in (("sequential", LocalExecutor(1, isolate=True)), ("parallel", LocalExecutor(2))):
         shutil.rmtree(store.root / "proofs", ignore_errors=True)
         runs[mode] = prove_plan(seg_plan, exported.input_path, work / f"run-{mode}", executor=executor, store=store, quiet=True)
-    plan = Plan.load(seg_plan)
     result["segmented"] = {
-        "segments": len(plan.segments), "logrows": [r["logrows"] for r in compile_reports],
-        "setup_s": sum(r["seconds"]["setup"] for r in compile_reports),
+        "segments": len(plan.segments), "tiles": [len(s.tiles) for s in plan.segments], "proofs": len(compile_reports),
+        "logrows_untiled": [s.est_logrows for s in plan.segments], "logrows": [r["logrows"] for r in compile_reports],
+        **_keygen(compile_reports),
         "sequential_s": runs["sequential"]["wall_seconds"], "parallel_s": runs["parallel"]["wall_seconds"],
         "peak_rss_mb": max(s["peak_rss_bytes"] for s in runs["sequential"]["segments"]) / 2**20,
         "pk_mb": sum(r["pk_bytes"] for r in compile_reports) / 2**20,
-        "verify_gas": [_verify_gas(chain, circuit_files(seg_plan.parent, s), work / "run-parallel" / f"seg{s.index}" / "proof.json") for s in plan.segments],
+        "verify_gas": [_verify_gas(chain, unit_files(seg_plan.parent, s, s.units()[0]), _proof_file(work / "run-parallel", s)) for s in plan.segments],
     }
 
     # hybrid: zk input layer, the rest optimistic
-    hybrid_plan = write_plan(*make_plan(exported.onnx_path, private_input=True, budget_logrows=HYBRID_BUDGET[name]), work / "hybrid")
-    compile_plan(hybrid_plan, calibration, store=store, quiet=True)
+    hybrid_plan = write_plan(*make_plan(exported.onnx_path, private_input=True, budget_logrows=HYBRID_BUDGET[name], tile_logrows=HYBRID_TILE_LOGROWS), work / "hybrid")
+    hybrid_reports = compile_plan(hybrid_plan, calibration, store=store, quiet=True)
     shutil.rmtree(store.root / "proofs", ignore_errors=True)
-    hybrid = prove_plan(hybrid_plan, exported.input_path, work / "run-hybrid", executor=LocalExecutor(2), store=store, quiet=True)
+    with LocalExecutor(2) as warm:  # a serving node's warm pool: workers up (ezkl imported) before the request; every proof is made
+        hybrid = prove_plan(hybrid_plan, exported.input_path, work / "run-hybrid", executor=warm, store=store, quiet=True)
     hplan = Plan.load(hybrid_plan)
     zk = [s for s in hybrid["segments"] if s["mode"] == "zk"]
     result["hybrid"] = {
-        "modes": [s.mode for s in hplan.segments], "logrows": [s.est_logrows for s in hplan.segments],
-        "time_to_submit_s": hybrid["wall_seconds"], "peak_rss_mb": max((s["peak_rss_bytes"] for s in zk), default=0) / 2**20,
-        "verify_gas": [_verify_gas(chain, circuit_files(hybrid_plan.parent, s), work / "run-hybrid" / f"seg{s.index}" / "proof.json") for s in hplan.segments if s.mode == "zk"],
+        "modes": [s.mode for s in hplan.segments], "tiles": [len(s.tiles) for s in hplan.segments], "logrows": [s.est_logrows for s in hplan.segments],
+        "zk_logrows": [r["logrows"] for r in hybrid_reports if r["mode"] == "zk"], **_keygen([r for r in hybrid_reports if r["mode"] == "zk"]),
+        "time_to_submit_s": hybrid["wall_seconds"], "zk_proving_s": hybrid["zk_proving_seconds"],
+        "zk_prove_cpu_s": sum(s.get("prove_seconds", 0) for s in zk),
+        "peak_rss_mb": max((s["peak_rss_bytes"] for s in zk), default=0) / 2**20,
+        "verify_gas": [_verify_gas(chain, unit_files(hybrid_plan.parent, s, s.units()[0]), _proof_file(work / "run-hybrid", s)) for s in hplan.segments if s.mode == "zk"],
     }
 
     # op-segment executors on the hybrid plan's op segments: native fixed point vs ezkl's reference witness
@@ -126,6 +133,19 @@ def bench_model(name: str, work: Path, chain, quick: bool) -> dict:
     return result
 
 
+def _keygen(reports: list[dict]) -> dict:
+    """Keygen (ezkl setup) apart from proving: seconds spent on the circuits built in this run, how many were built,
+    and how many were reused from the content-addressed store (units with equal ONNX bytes and settings share keys)."""
+    built = [r for r in reports if not r["cached"]]
+    return {"keygen_s": round(sum(r["seconds"]["setup"] for r in built), 3), "setup_s": round(sum(r["seconds"]["setup"] for r in built), 3),
+            "circuits_built": len(built), "circuits_reused": len(reports) - len(built)}
+
+
+def _proof_file(run_dir: Path, segment) -> Path:
+    """The proof of a segment, or of its first tile (a tiled segment's verifier gas is per tile)."""
+    return run_dir / f"seg{segment.index}" / ("" if not segment.tiles else "tile0") / "proof.json"
+
+
 def run_bench(out_dir: Path, quick: bool = False, models: list[str] | None = None) -> dict:
     """Benchmark the models (quick: mlp only) and write bench.json, bench.md, time.png and memory.png."""
     models = models or (["mlp"] if quick else ["mlp", "cnn", "mlp-wide"])
@@ -136,8 +156,13 @@ def run_bench(out_dir: Path, quick: bool = False, models: list[str] | None = Non
     bench = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores", "ezkl": ezkl.__version__, "quick": quick, "models": results, "ratios": _ratios(results)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    previous = json.loads((out_dir / "bench.json").read_text()) if (out_dir / "bench.json").is_file() else {}
+    if isinstance(previous, dict) and "llm" in previous:  # `imo bench --llm`'s part is kept
+        from imo.pipeline.generate import llm_line
+
+        bench["llm"] = previous["llm"]
     (out_dir / "bench.json").write_text(json.dumps(bench, indent=2))
-    (out_dir / "bench.md").write_text(_markdown(bench))
+    (out_dir / "bench.md").write_text(_markdown(bench) + (llm_line(bench["llm"]) + "\n" if "llm" in bench else ""))
     _plots(results, out_dir)
     return bench
 
@@ -149,6 +174,7 @@ def _ratios(results: list[dict]) -> dict:
         m, seg = r["monolithic"], r["segmented"]
         ratios[r["model"]] = {
             "hybrid_time_to_submit_over_monolithic_prove": r["hybrid"]["time_to_submit_s"] / m["prove_s"],
+            "hybrid_zk_proving_over_monolithic_prove": r["hybrid"]["zk_proving_s"] / m["prove_s"],
             "segmented_peak_rss_over_monolithic": seg["peak_rss_mb"] / m["peak_rss_mb"],
             "parallel_over_sequential_segmented": seg["parallel_s"] / seg["sequential_s"],
             "native_executor_over_onnxruntime": r["op_executor"]["native_ms"] / r["op_executor"]["onnxruntime_ms"] if "op_executor" in r else None,
@@ -169,7 +195,15 @@ def _markdown(bench: dict) -> str:
         if "op_executor" in r:
             o = r["op_executor"]
             lines.append(f"| {r['model']} (seg {o['segment']}) | {o['onnxruntime_ms']:.3f} | {o['native_ms']:.3f} | {o['reference_witness_ms']:.1f} |")
-    lines += ["", "Ratios (targets: hybrid/monolithic ≤ 0.10 on mlp-wide; segmented/monolithic peak RSS ≤ 0.5; parallel/sequential ≤ 0.65; native/onnxruntime ≤ 3):", ""]
+    lines += ["", "Keygen (ezkl setup) apart from proving; tiles (column blocks) and circuits reused from the store:", "",
+              "| model | mono logrows | mono keygen s | mono prove s | seg logrows untiled | seg tiles | seg logrows (per circuit) | seg keygen s | seg circuits built/reused | hybrid tiles | hybrid zk logrows | hybrid keygen s | hybrid zk proving s |",
+              "|---|---:|---:|---:|---|---|---|---:|---|---|---|---:|---:|"]
+    for r in bench["models"]:
+        m, s, h = r["monolithic"], r["segmented"], r["hybrid"]
+        lines.append(f"| {r['model']} | {m['logrows']} | {m.get('keygen_s', m['setup_s']):.1f} | {m['prove_s']:.1f} | {s.get('logrows_untiled')} | {s.get('tiles')} | {s['logrows']} | "
+                     f"{s.get('keygen_s', s['setup_s']):.1f} | {s.get('circuits_built')}/{s.get('circuits_reused')} | {h.get('tiles')} | {h.get('zk_logrows')} | "
+                     f"{h.get('keygen_s', 0):.1f} | {h.get('zk_proving_s', 0):.1f} |")
+    lines += ["", "Ratios (targets: hybrid zk proving/monolithic prove ≤ 0.10 on mlp-wide; segmented/monolithic peak RSS ≤ 0.5; parallel/sequential ≤ 0.65; native/onnxruntime ≤ 3):", ""]
     for model, ratios in bench["ratios"].items():
         lines.append(f"- {model}: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items() if v is not None))
     return "\n".join(lines) + "\n"

@@ -92,12 +92,21 @@ class CircuitReport:
     lookup_safety_margin: float = LOOKUP_SAFETY_MARGIN
 
 
-def write_input(path: Path, x: np.ndarray) -> None:
-    """ezkl's input format; several samples are concatenated (ezkl's calibration splits them by input size)."""
-    path.write_text(json.dumps({"input_data": [np.asarray(x, dtype=np.float64).ravel().tolist()]}))
+def split_chunks(x: np.ndarray, chunks: list[int] | None) -> list[np.ndarray]:
+    """x split along its last axis into column chunks of these widths (None: x whole)."""
+    x = np.asarray(x)
+    if not chunks:
+        return [x]
+    return np.split(x, np.cumsum(chunks)[:-1], axis=-1)
 
 
-def write_quantized_input(path: Path, q: np.ndarray) -> None:
+def write_input(path: Path, x: np.ndarray, chunks: list[int] | None = None) -> None:
+    """ezkl's input format; several samples are concatenated (ezkl's calibration splits them by input size).
+    chunks: one input per column chunk (a model made by `graph.join_inputs`)."""
+    path.write_text(json.dumps({"input_data": [np.asarray(part, dtype=np.float64).ravel().tolist() for part in split_chunks(x, chunks)]}))
+
+
+def write_quantized_input(path: Path, q: np.ndarray, chunks: list[int] | None = None) -> None:
     """ezkl's input format holding already-quantized integers as field elements (32-byte little-endian hex, negative v
     as p - |v|), which ezkl takes as they are: the circuit's input is exactly q, at any magnitude. Boundaries between
     segments must cross into ezkl this way; as floats (`write_input`) they pass through f32 and every |q| >= 2**24
@@ -105,7 +114,7 @@ def write_quantized_input(path: Path, q: np.ndarray) -> None:
     q = np.asarray(q)
     if q.dtype.kind not in "iu":
         raise TypeError(f"write_quantized_input takes quantized integers, got {q.dtype}")
-    path.write_text(json.dumps({"input_data": [[int_to_felt(int(v)) for v in q.ravel()]]}))
+    path.write_text(json.dumps({"input_data": [[int_to_felt(int(v)) for v in part.ravel()] for part in split_chunks(q, chunks)]}))
 
 
 def dequantized_outputs(witness: dict, output_scales: list[int]) -> list[np.ndarray]:
@@ -121,12 +130,21 @@ def build_circuit(
     srs_file: Path | None = None,
     scales: list[int] | None = None,
     quiet: bool = False,
+    decomp: tuple[int, int] | None = None,
+    chunks: list[int] | None = None,
 ) -> CircuitReport:
-    """Compile `onnx_path` into `files.root`. `calibration` is a batch (N, *input_shape) of representative inputs."""
+    """Compile `onnx_path` into `files.root`. `calibration` is a batch (N, *input_shape) of representative inputs.
+    decomp: (decomp_base, decomp_legs) instead of ezkl's default. chunks: the model takes its input as column chunks of
+    these widths (`graph.join_inputs`); `calibration` holds the whole input."""
     model = onnx_io.load_model(onnx_path)
-    sig = onnx_io.signature(model)
-    if tuple(calibration.shape[1:]) != sig.input_shape:
-        raise ProofError(f"calibration batch has sample shape {list(calibration.shape[1:])}, model expects {list(sig.input_shape)}")
+    if chunks:
+        dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+        if tuple(calibration.shape[1:]) != (*dims[:-1], sum(chunks)):
+            raise ProofError(f"calibration batch has sample shape {list(calibration.shape[1:])}, model expects chunks {chunks}")
+    else:
+        sig = onnx_io.signature(model)
+        if tuple(calibration.shape[1:]) != sig.input_shape:
+            raise ProofError(f"calibration batch has sample shape {list(calibration.shape[1:])}, model expects {list(sig.input_shape)}")
     files.root.mkdir(parents=True, exist_ok=True)
     if Path(onnx_path).resolve() != files.onnx.resolve():
         shutil.copyfile(onnx_path, files.onnx)
@@ -143,8 +161,10 @@ def build_circuit(
 
     run_args = ezkl.PyRunArgs()
     run_args.input_visibility, run_args.output_visibility, run_args.param_visibility = visibility.input, visibility.output, visibility.params
+    if decomp:
+        run_args.decomp_base, run_args.decomp_legs = decomp
     calibration_file = files.root / "calibration.json"
-    write_input(calibration_file, calibration)
+    write_input(calibration_file, calibration, chunks)
     step("settings", ezkl.gen_settings, str(files.onnx), str(files.settings), py_run_args=run_args)
     calibrate_kwargs = {"lookup_safety_margin": LOOKUP_SAFETY_MARGIN}
     if scales:
@@ -167,7 +187,7 @@ def build_circuit(
     steps.close()
 
     output_scales = settings["model_output_scales"]
-    max_error = _calibration_error(files, calibration, output_scales)
+    max_error = _calibration_error(files, calibration, output_scales, chunks)
     report = CircuitReport(
         logrows=logrows,
         input_scale=settings["run_args"]["input_scale"],
@@ -188,19 +208,26 @@ def build_circuit(
     return report
 
 
-def _calibration_error(files: CircuitFiles, calibration: np.ndarray, output_scales: list[int]) -> float:
+def _calibration_error(files: CircuitFiles, calibration: np.ndarray, output_scales: list[int], chunks: list[int] | None = None) -> float:
     """Max |circuit output − onnxruntime output| over the calibration batch: the tolerance a proven output is held to."""
     worst = 0.0
     scratch_input, scratch_witness = files.root / ".calib-input.json", files.root / ".calib-witness.json"
     for x in calibration:
-        write_input(scratch_input, x)
+        write_input(scratch_input, x, chunks)
         witness = call_ezkl("witness", ezkl.gen_witness, str(scratch_input), str(files.compiled), str(scratch_witness))
-        expected = onnx_io.run_onnxruntime(files.onnx, x)
+        expected = onnx_io.run_onnxruntime(files.onnx, x) if not chunks else _run_chunked(files.onnx, x, chunks)
         for got, want in zip(dequantized_outputs(witness, output_scales), expected):
             worst = max(worst, float(np.max(np.abs(got - want.ravel()))))
     scratch_input.unlink(missing_ok=True)
     scratch_witness.unlink(missing_ok=True)
     return worst
+
+
+def _run_chunked(onnx_path: Path, x: np.ndarray, chunks: list[int]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return session.run(None, {i.name: part.astype(np.float32) for i, part in zip(session.get_inputs(), split_chunks(x, chunks))})
 
 
 def generate_verifier(files: CircuitFiles, srs: Path) -> Path:

@@ -28,7 +28,10 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def circuit_key(onnx_bytes: bytes, visibility: Visibility, scales: list[int] | None, calibration: np.ndarray) -> str:
+def circuit_key(onnx_bytes: bytes, visibility: Visibility, scales: list[int] | None, calibration: np.ndarray,
+                decomp: tuple[int, int] | None = None) -> str:
+    """Content address of a circuit and its keys: equal ONNX bytes (tiles carry canonical tensor names, so equal shape and
+    weights give equal bytes) with equal settings inputs share one entry: compiled once, keys generated once."""
     material = {
         "onnx": hashlib.sha256(onnx_bytes).hexdigest(),
         "visibility": asdict(visibility),
@@ -37,6 +40,8 @@ def circuit_key(onnx_bytes: bytes, visibility: Visibility, scales: list[int] | N
         "ezkl": ezkl.__version__,
         "lookup_safety_margin": LOOKUP_SAFETY_MARGIN,
     }
+    if decomp:
+        material["decomp"] = list(decomp)
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
