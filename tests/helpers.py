@@ -1,5 +1,6 @@
 """Test helpers shared by the contract, node and demo tests: expecting a custom error, moving chain time, the toy
-segment function that `tests/contracts/ToyVerifiers.sol` checks, and test-only Solidity sources."""
+segment function that `tests/contracts/ToyVerifiers.sol` checks, test-only Solidity sources, and fresh funded accounts
+that sign locally (no test sends from an account the node unlocked; tests/conftest.py enforces it)."""
 
 import json
 from contextlib import contextmanager
@@ -9,9 +10,13 @@ import ezkl
 import numpy as np
 import pytest
 from eth_abi import encode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
+from hexbytes import HexBytes
 from web3 import Web3
 
+from imo.pipeline.keys import dev_account
 from imo.circuits.fixed_point import FIELD_MODULUS
 from imo.errors import ChainError
 from imo.proving.protocol import Claim, pack_tensor, to_field
@@ -35,6 +40,31 @@ def rolled_back(w3: Web3):
     finally:
         w3.provider.make_request("evm_setAutomine", [True])
         assert w3.provider.make_request("evm_revert", [snapshot])["result"]
+
+
+# anvil's first dev account (mnemonic "test test test test test test test test test test test junk"), funded at genesis on
+# every fresh anvil: for CLI commands that start their own chain, where no fresh key could have been funded first
+ANVIL_DEV_KEY = dev_account(0).key.to_0x_hex()
+FUNDING_WEI = 10_000 * 10**18  # what anvil gives each of its own dev accounts
+
+
+def funded_accounts(w3: Web3, n: int, wei: int = FUNDING_WEI) -> list[LocalAccount]:
+    """`n` fresh random accounts, each given `wei` with anvil_setBalance. Only this process holds their keys and the
+    node never unlocked them, so everything they send is signed here (eth_sendRawTransaction)."""
+    accounts = [Account.create() for _ in range(n)]
+    for account in accounts:
+        response = w3.provider.make_request("anvil_setBalance", [account.address, hex(wei)])
+        assert "error" not in response, response
+    return accounts
+
+
+def send_signed(fn, sender: LocalAccount, gas: int, value: int = 0) -> HexBytes:
+    """Sign the contract call `fn` as `sender` and send it without waiting for it to be mined (for transactions mined
+    together while evm_setAutomine is off): a fixed gas limit, the nonce after the sender's pending transactions."""
+    w3 = fn.w3
+    nonce = w3.eth.get_transaction_count(sender.address, "pending")
+    tx = fn.build_transaction({"from": sender.address, "value": value, "gas": gas, "nonce": nonce})
+    return w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
 
 
 def float_witness(compiled: Path, workdir: Path, x: np.ndarray, tag: str = "w") -> dict:

@@ -4,7 +4,8 @@ Segments are checked by `ToyVerifier` (tests/contracts/ToyVerifiers.sol), a stan
 for a toy function (tests/helpers.py `ToyModel`), so honest and dishonest claims, valid and tampered proofs behave as
 with real proofs, at no proving cost; with slack 1 it accepts two answers, as ezkl's rounding relations do.
 tests/test_contracts_zk.py runs the protocol with real ezkl proofs. The oracle is driven through `OracleClient` (commit
-then reveal). Each test starts from the same deployed world and is rolled back with evm_snapshot/evm_revert.
+then reveal). Each test starts from the same deployed world and is rolled back with evm_snapshot/evm_revert. Every party
+(owner, requester, operator, challenger, finalizer, holders) is a fresh funded account that signs locally.
 
 The attacks of the security review each have a test here that fails on the old design and passes on this one."""
 
@@ -39,8 +40,10 @@ from helpers import (
     compile_with_test_contracts,
     fraud_proof,
     from_field,
+    funded_accounts,
     own_proof,
     reverts,
+    send_signed,
     toy_proof,
 )
 from imo.circuits.fixed_point import FIELD_MODULUS
@@ -59,7 +62,9 @@ from imo.verifier_contracts.contracts import (
     Deployment,
     OracleConfig,
     TokenConfig,
+    address_of,
     deploy_protocol,
+    pay,
     transact,
 )
 from imo.verifier_contracts.evm import deploy
@@ -120,7 +125,7 @@ def deploy_toy_model(w, salts, sizes, zk, slack, challenge_window, response_wind
 def deployed(chain):
     """Token, oracle and consumer (deploy_protocol), the toy models of MODELS and the image model's NFT."""
     w3 = chain.w3
-    accounts = w3.eth.accounts
+    accounts = funded_accounts(w3, 10)
     owner = accounts[0]
     dep = deploy_protocol(
         w3, owner,
@@ -166,11 +171,13 @@ def events(contract, name, receipt) -> list:
 
 
 def balance(world, account) -> int:
-    return world.w3.eth.get_balance(account)
+    """Wei held by `account` (a party's LocalAccount or an address)."""
+    return world.w3.eth.get_balance(address_of(account))
 
 
 def credit(world, account) -> int:
-    return world.oracle.credits(account)
+    """What the oracle credits `account` (a party's LocalAccount or an address)."""
+    return world.oracle.credits(address_of(account))
 
 
 def now(world) -> int:
@@ -234,7 +241,7 @@ def challenge(world, rid, claim, k, challenger=None, plus_one=False, model="hybr
 
 
 def in_one_block(world, sends) -> list:
-    """Send transactions (thunks returning a hash) without mining, mine them in one block, return their receipts."""
+    """Send transactions (thunks returning a hash, see `send_signed`) without mining, mine them in one block, return their receipts."""
     w3 = world.w3
     w3.provider.make_request("evm_setAutomine", [False])
     try:
@@ -247,12 +254,11 @@ def in_one_block(world, sends) -> list:
 
 def distribute(world, amounts: list[int]) -> None:
     for holder, amount in zip(world.holders, amounts):
-        transact(world.token.functions.transfer(holder, amount), world.owner)
+        transact(world.token.functions.transfer(holder.address, amount), world.owner)
 
 
 def pay_revenue(world, amount: int) -> None:
-    world.w3.eth.wait_for_transaction_receipt(
-        world.w3.eth.send_transaction({"from": world.owner, "to": world.token.address, "value": amount}))
+    pay(world.w3, world.owner, world.token.address, amount)
 
 
 def take_snapshot(world) -> int:
@@ -270,7 +276,7 @@ def test_holders_claim_their_pro_rata_share_of_revenue_between_snapshots(world):
     snapshot_id = take_snapshot(world)
     h0, h1 = world.holders[:2]
     claimable = ETH * CLAIM_BPS // BPS
-    assert world.token.functions.claimableRevenue(h0, snapshot_id).call() == claimable * 100 // 1_000
+    assert world.token.functions.claimableRevenue(h0.address, snapshot_id).call() == claimable * 100 // 1_000
     before = balance(world, h1)
     receipt = transact(world.token.functions.claim(snapshot_id), h1)
     assert balance(world, h1) - before + receipt.gasUsed * receipt.effectiveGasPrice == claimable * 300 // 1_000
@@ -291,18 +297,18 @@ def test_tokens_moved_after_a_snapshot_are_not_claimed_twice(world):
     distribute(world, [100 * TOKEN])
     pay_revenue(world, ETH)
     snapshot_id = take_snapshot(world)
-    transact(world.token.functions.transfer(h1, 100 * TOKEN), h0)
-    assert world.token.functions.claimableRevenue(h1, snapshot_id).call() == 0
+    transact(world.token.functions.transfer(h1.address, 100 * TOKEN), h0)
+    assert world.token.functions.claimableRevenue(h1.address, snapshot_id).call() == 0
     with reverts("RevShareTokenNothingToClaim"):
         transact(world.token.functions.claim(snapshot_id), h1)
     transact(world.token.functions.claim(snapshot_id), h0)
-    assert world.token.functions.balanceOfAt(h0, snapshot_id).call() == 100 * TOKEN
+    assert world.token.functions.balanceOfAt(h0.address, snapshot_id).call() == 100 * TOKEN
 
 
 def test_claim_for_a_snapshot_taken_before_buying_gets_nothing(world):
     pay_revenue(world, ETH)
     snapshot_id = take_snapshot(world)
-    offering = new_contract(world, "ModelOffering", world.token.address, world.owner, 10**12, TOKEN, 10**13, 10**14,
+    offering = new_contract(world, "ModelOffering", world.token.address, world.owner.address, 10**12, TOKEN, 10**13, 10**14,
                             now(world) + 1_000)
     transact(world.token.functions.transfer(offering.address, 100 * TOKEN), world.owner)
     buyer = world.holders[0]
@@ -310,8 +316,8 @@ def test_claim_for_a_snapshot_taken_before_buying_gets_nothing(world):
     advance(world.w3, 1_000)
     transact(offering.functions.finalizeSale(), buyer)
     transact(offering.functions.claimTokens(), buyer)
-    assert world.token.functions.balanceOf(buyer).call() == 10 * TOKEN
-    assert world.token.functions.claimableRevenue(buyer, snapshot_id).call() == 0
+    assert world.token.functions.balanceOf(buyer.address).call() == 10 * TOKEN
+    assert world.token.functions.claimableRevenue(buyer.address, snapshot_id).call() == 0
     with reverts("RevShareTokenNothingToClaim"):
         transact(world.token.functions.claim(snapshot_id), buyer)
 
@@ -369,7 +375,7 @@ def test_unclaimed_revenue_is_swept_into_the_burn_pool_after_the_claim_period(wo
 @pytest.fixture
 def sale(world):
     """A sale of 100 tokens at 1e12 wei per token: soft cap 3e13, hard cap 6e13, open 1000 s."""
-    offering = new_contract(world, "ModelOffering", world.token.address, world.owner, 10**12, TOKEN, 3 * 10**13,
+    offering = new_contract(world, "ModelOffering", world.token.address, world.owner.address, 10**12, TOKEN, 3 * 10**13,
                             6 * 10**13, now(world) + 1_000)
     transact(world.token.functions.transfer(offering.address, 100 * TOKEN), world.owner)
     return offering
@@ -388,11 +394,11 @@ def test_sale_success_path(world, sale):
     advance(world.w3, 1_000)
     with reverts("ModelOfferingClosed"):
         transact(sale.functions.buy(), b1, value=10**12)
-    treasury_tokens = world.token.functions.balanceOf(world.owner).call()
+    treasury_tokens = world.token.functions.balanceOf(world.owner.address).call()
     transact(sale.functions.finalizeSale(), b0)
-    assert world.token.functions.balanceOf(world.owner).call() == treasury_tokens + 60 * TOKEN
+    assert world.token.functions.balanceOf(world.owner.address).call() == treasury_tokens + 60 * TOKEN
     transact(sale.functions.claimTokens(), b0)
-    assert world.token.functions.balanceOf(b0).call() == 20 * TOKEN
+    assert world.token.functions.balanceOf(b0.address).call() == 20 * TOKEN
     with reverts("ModelOfferingNothingToClaim"):
         transact(sale.functions.claimTokens(), b0)
     with reverts("ModelOfferingSaleSucceeded"):
@@ -422,7 +428,7 @@ def test_sale_that_misses_its_soft_cap_refunds_every_buyer_in_full(world, sale):
 
 
 def test_buying_tokens_the_sale_does_not_hold_reverts(world):
-    offering = new_contract(world, "ModelOffering", world.token.address, world.owner, 10**12, TOKEN, 10**12, 10**14,
+    offering = new_contract(world, "ModelOffering", world.token.address, world.owner.address, 10**12, TOKEN, 10**12, 10**14,
                             now(world) + 1_000)
     transact(world.token.functions.transfer(offering.address, 5 * TOKEN), world.owner)
     with reverts("ModelOfferingUnderfunded"):
@@ -638,7 +644,7 @@ def test_tampered_op_output_is_challenged_and_slashed_after_the_response_window(
     fee = world.oracle.request(rid).fee
     claim.tensors(world.models["hybrid"].sizes)  # decodable: the lie is in the values, not the encoding
     challenge(world, rid, claim, 3)
-    assert world.oracle.dispute(rid, 3).challenger == world.challenger
+    assert world.oracle.dispute(rid, 3).challenger == world.challenger.address
     assert world.oracle.claim(rid).open_disputes == 1
     with reverts("AIOracleResponseWindowOpen"):
         client(world, world.finalizer).resolve(rid, 3)
@@ -646,7 +652,7 @@ def test_tampered_op_output_is_challenged_and_slashed_after_the_response_window(
     receipt = client(world, world.finalizer).resolve(rid, 3)
     slashed = events(world.oracle.contract, "AIResultSlashed", receipt)[0]["args"]
     assert (slashed["segment"], slashed["challenger"], slashed["reward"], slashed["toToken"]) == (
-        3, world.challenger, BOND // 2, BOND // 2)
+        3, world.challenger.address, BOND // 2, BOND // 2)
     assert credit(world, world.challenger) == BOND + BOND // 2
     assert credit(world, world.operator) == 0
     assert balance(world, world.token.address) - token_before == BOND // 2
@@ -732,7 +738,7 @@ def _registration_case(world, case):
         "op-segment-without-a-challenge-window": (dataclasses.replace(spec, challenge_window_s=0), zk_op_op, [0, 4, 4, 3]),
         "op-segment-without-a-response-window": (dataclasses.replace(spec, response_window_s=0), zk_op_op, [0, 4, 4, 3]),
         "bond-below-the-minimum": (dataclasses.replace(spec, bond_wei=MIN_BOND - 1), zk_op_op, [0, 4, 4, 3]),
-        "verifier-without-code": (spec, [SegmentSpec(v[0], True), SegmentSpec(world.owner, False), SegmentSpec(v[2], False)],
+        "verifier-without-code": (spec, [SegmentSpec(v[0], True), SegmentSpec(world.owner.address, False), SegmentSpec(v[2], False)],
                                   [0, 4, 4, 3]),
         "one-boundary-too-few": (spec, zk_op_op, [0, 4, 3]),
         "one-boundary-too-many": (spec, zk_op_op, [0, 4, 4, 4, 3]),
@@ -775,14 +781,14 @@ def test_registration_rejects_an_inconsistent_spec(world, case):
 def test_a_copied_submit_from_another_account_reverts_not_committed(world):
     rid = request(world)
     claim = honest_claim(world)
-    client(world, world.operator).commit(submit_commitment(world.operator, rid, claim))
+    client(world, world.operator).commit(submit_commitment(world.operator.address, rid, claim))
     copier = world.challenger
     with reverts("AIOracleNotCommitted") as excinfo:
         transact(world.oracle.fn.submit(rid, claim.as_tuple()), copier, value=BOND)
-    assert excinfo.value.args_ == (submit_commitment(copier, rid, claim),)
+    assert excinfo.value.args_ == (submit_commitment(copier.address, rid, claim),)
     transact(world.oracle.fn.submit(rid, claim.as_tuple()), world.operator, value=BOND)
-    assert world.oracle.claim(rid).submitter == world.operator
-    assert world.oracle.fn.commitBlock(submit_commitment(world.operator, rid, claim)).call() == 0  # used up
+    assert world.oracle.claim(rid).submitter == world.operator.address
+    assert world.oracle.fn.commitBlock(submit_commitment(world.operator.address, rid, claim)).call() == 0  # used up
 
 
 def test_a_copied_challenge_or_proof_dispute_from_another_account_reverts_not_committed(world):
@@ -790,13 +796,13 @@ def test_a_copied_challenge_or_proof_dispute_from_another_account_reverts_not_co
     rid, claim = served(world, claim=honest_claim(world, tamper=tamper(1)))  # bad zk proof, and a wrong segment 2
     proof, outputs = fraud_proof(toy, claim, 2)
     copier = world.holders[0]
-    client(world, world.challenger).commit(challenge_commitment(world.challenger, rid, 2, proof))
+    client(world, world.challenger).commit(challenge_commitment(world.challenger.address, rid, 2, proof))
     call = world.oracle.fn.challenge(rid, 2, claim.as_tuple(), proof, outputs)
     with reverts("AIOracleNotCommitted"):
         transact(call, copier, value=BOND)
     transact(call, world.challenger, value=BOND)
-    assert world.oracle.dispute(rid, 2).challenger == world.challenger
-    client(world, world.finalizer).commit(challenge_commitment(world.finalizer, rid, 1))
+    assert world.oracle.dispute(rid, 2).challenger == world.challenger.address
+    client(world, world.finalizer).commit(challenge_commitment(world.finalizer.address, rid, 1))
     call = world.oracle.fn.disputeProof(rid, 1, claim.as_tuple())
     with reverts("AIOracleNotCommitted"):
         transact(call, copier)
@@ -809,11 +815,10 @@ def test_a_copied_challenge_or_proof_dispute_from_another_account_reverts_not_co
 def test_a_reveal_in_the_same_block_as_its_commit_fails(world):
     rid = request(world)
     claim = honest_claim(world)
-    commitment = submit_commitment(world.operator, rid, claim)
+    commitment = submit_commitment(world.operator.address, rid, claim)
     commit_receipt, reveal_receipt = in_one_block(world, [
-        lambda: world.oracle.fn.commit(commitment).transact({"from": world.operator, "gas": 100_000}),
-        lambda: world.oracle.fn.submit(rid, claim.as_tuple()).transact(
-            {"from": world.operator, "value": BOND, "gas": 1_000_000}),
+        lambda: send_signed(world.oracle.fn.commit(commitment), world.operator, gas=100_000),
+        lambda: send_signed(world.oracle.fn.submit(rid, claim.as_tuple()), world.operator, gas=1_000_000, value=BOND),
     ])
     assert commit_receipt.blockNumber == reveal_receipt.blockNumber
     assert (commit_receipt.status, reveal_receipt.status) == (1, 0)
@@ -956,7 +961,7 @@ def test_a_declined_request_can_be_cancelled_at_once(world):
     rid = request(world)
     receipt = client(world, world.operator).decline(rid, "no proof exists for this input")
     declined = events(world.oracle.contract, "AIRequestDeclined", receipt)[0]["args"]
-    assert (declined["operator"], declined["reason"]) == (world.operator, "no proof exists for this input")
+    assert (declined["operator"], declined["reason"]) == (world.operator.address, "no proof exists for this input")
     client(world, world.requester).cancel(rid)
     assert credit(world, world.requester) == FEE
 
@@ -1078,7 +1083,7 @@ def test_ora_style_consumer_receives_the_output_and_reports_finality(world):
     assert events(dapp, "promptsUpdated", receipt)[0]["args"]["input"] == PROMPT
     with reverts("UnauthorizedCallbackSource") as excinfo:
         transact(dapp.functions.aiOracleCallback(rid, output, b""), world.requester)
-    assert excinfo.value.args_ == (world.oracle.address.lower(), world.requester.lower())
+    assert excinfo.value.args_ == (world.oracle.address.lower(), world.requester.address.lower())
 
 
 def test_only_the_oracle_may_call_a_receiver(world):
@@ -1316,7 +1321,7 @@ def test_nft_mints_a_finalized_output_and_renders_it_onchain(world):
     receipt = transact(nft.functions.mint(prompt, claim.output, proof), world.requester, value=MINT_FEE)
     token_id = int.from_bytes(keccak(prompt), "big")
     assert events(nft, "AigcData", receipt)[0]["args"]["tokenId"] == token_id
-    assert nft.functions.ownerOf(token_id).call() == world.requester
+    assert nft.functions.ownerOf(token_id).call() == world.requester.address
     assert nft.functions.requestOf(token_id).call() == rid
     assert balance(world, world.token.address) - token_before == MINT_FEE
     assert tuple(nft.functions.royaltyInfo(token_id, 10_000).call()) == (world.token.address, 500)
@@ -1399,10 +1404,10 @@ class OracleMachine(RuleBasedStateMachine):
         w = self.world
         self.w3 = w.w3
         self.snapshot = self.w3.provider.make_request("evm_snapshot", [])["result"]
-        self.users = w.accounts[1:8]
-        self.watcher = w.accounts[9]
-        self.senders = [*self.users, w.owner]
-        self.clients = {a: w.oracle.as_sender(a) for a in [*self.senders, self.watcher]}
+        self.users = [a.address for a in w.accounts[1:8]]  # accounts by address; each client signs with its key
+        self.watcher = w.accounts[9].address
+        self.senders = [*self.users, w.owner.address]
+        self.clients = {a.address: w.oracle.as_sender(a) for a in w.accounts}
         self.oracle_start = balance(w, w.oracle.address)
         self.token_start = balance(w, w.token.address)
         self.paid_in = self.paid_out = self.token_in = 0
@@ -1755,9 +1760,9 @@ class OracleMachine(RuleBasedStateMachine):
         advance(self.w3, CHALLENGE_WINDOW + RESPONSE_WINDOW)
         for rid, k in self.open_disputes():
             if k in self.requests[rid].disputes:  # a slash closes the request's other disputes
-                self.resolve_dispute(rid, k, w.owner)
+                self.resolve_dispute(rid, k, w.owner.address)
         for rid in self.ids(Status.SUBMITTED):
-            self.finalize_request(rid, w.owner)
+            self.finalize_request(rid, w.owner.address)
         advance(self.w3, TIMEOUT)
         for rid in self.ids(Status.PENDING):
             r = self.requests[rid]

@@ -38,7 +38,7 @@ from eth_abi import encode
 from web3 import Web3
 from web3.logs import DISCARD
 
-from helpers import advance, reverts, rolled_back
+from helpers import advance, funded_accounts, reverts, rolled_back
 from imo.circuits.fixed_point import FIELD_MODULUS, FixedPointProgram, poseidon_commitment, quantize, witness_outputs
 from imo.proving import prover
 from imo.proving.circuit import CircuitFiles, Visibility, build_circuit, write_quantized_input
@@ -53,7 +53,7 @@ from imo.proving.protocol import (
     pack_tensor,
     to_field,
 )
-from imo.verifier_contracts.contracts import compile_protocol, deploy_protocol
+from imo.verifier_contracts.contracts import address_of, compile_protocol, deploy_protocol
 from imo.verifier_contracts.evm import compile_verifier, deploy
 from imo.verifier_contracts.oracle_client import OracleClient, Status
 
@@ -202,7 +202,7 @@ def _register(oracle, token, name, verifiers, zk, windows, code_hashes):
 def deployed(chain, segments):
     """The protocol (deploy_protocol), the four ezkl verifiers and the three models over them."""
     w3 = chain.w3
-    accounts = w3.eth.accounts
+    accounts = funded_accounts(w3, 6)  # fresh keys, signing locally
     owner = accounts[0]
     dep = deploy_protocol(w3, owner, sale=None)
     gas = {f"deploy {name}": used for name, used in dep.gas.items()}
@@ -244,9 +244,9 @@ def zk(deployed):
 
 
 def client(zk, account) -> RecordingOracleClient:
-    if account not in zk.clients:
-        zk.clients[account] = zk.oracle.as_sender(account)
-    return zk.clients[account]
+    if account.address not in zk.clients:
+        zk.clients[account.address] = zk.oracle.as_sender(account)
+    return zk.clients[account.address]
 
 
 def events(contract, name, receipt) -> list:
@@ -254,7 +254,8 @@ def events(contract, name, receipt) -> list:
 
 
 def balance(zk, account) -> int:
-    return zk.w3.eth.get_balance(account)
+    """Wei held by `account` (a party's LocalAccount or an address)."""
+    return zk.w3.eth.get_balance(address_of(account))
 
 
 def model_revenue() -> int:
@@ -346,8 +347,8 @@ def test_honest_hybrid_request_finalizes_and_pays_the_token(zk, segments):
     assert zk.consumer.functions.outputOf(rid).call() == encode(["int256[]", "uint256"], [[int(v) for v in s.y], SCALE])
     assert events(zk.consumer, "ResultReceived", receipt)[0]["args"]["callbackData"] == b"\x2a"
     assert balance(zk, zk.dep.token) - token_before == model_revenue()
-    assert zk.oracle.credits(zk.operator) == FEE - model_revenue() + BOND
-    assert zk.oracle.credits(zk.finalizer) == CALLBACK_GAS * GAS_PRICE
+    assert zk.oracle.credits(zk.operator.address) == FEE - model_revenue() + BOND
+    assert zk.oracle.credits(zk.finalizer.address) == CALLBACK_GAS * GAS_PRICE
 
 
 def test_the_posted_zk_proof_verifies_by_eth_call_against_the_claims_instances(zk, segments):
@@ -380,8 +381,8 @@ def test_dispute_proof_slashes_a_claim_whose_posted_zk_proof_is_corrupted(zk, se
     rid = served(zk, bad)  # lazy: posted, not verified at submit
     receipt = client(zk, zk.challenger).dispute_proof(rid, 1, bad)[1]
     slashed = events(zk.oracle.contract, "AIResultSlashed", receipt)[0]["args"]
-    assert (slashed["segment"], slashed["challenger"], slashed["reward"], slashed["toToken"]) == (1, zk.challenger, BOND // 2, BOND // 2)
-    assert zk.oracle.credits(zk.challenger) == BOND // 2
+    assert (slashed["segment"], slashed["challenger"], slashed["reward"], slashed["toToken"]) == (1, zk.challenger.address, BOND // 2, BOND // 2)
+    assert zk.oracle.credits(zk.challenger.address) == BOND // 2
     assert balance(zk, zk.dep.token) - token_before == BOND // 2
     assert zk.oracle.request(rid).status == Status.PENDING and not zk.oracle.claim(rid).exists
     # the fee stayed escrowed: the next honest answer is paid
@@ -389,7 +390,7 @@ def test_dispute_proof_slashes_a_claim_whose_posted_zk_proof_is_corrupted(zk, se
     client(zk, zk.other).submit(rid, honest, bond=BOND)
     advance(zk.w3, CHALLENGE_WINDOW)
     client(zk, zk.finalizer).finalize(rid, honest)
-    assert zk.oracle.credits(zk.other) == FEE - model_revenue() + BOND
+    assert zk.oracle.credits(zk.other.address) == FEE - model_revenue() + BOND
 
 
 def test_dispute_proof_slashes_a_valid_proof_whose_public_boundary_was_changed(zk, segments):
@@ -422,8 +423,8 @@ def test_a_wrong_y_is_challenged_with_a_real_proof_the_liar_cannot_answer_and_is
     rid = served(zk, lie)
     receipt = challenge(zk, rid, lie, 2, s.op2)  # S_2 proven from the claimed h, via write_quantized_input
     opened = events(zk.oracle.contract, "AIResultChallenged", receipt)[0]["args"]
-    assert (opened["segment"], opened["challenger"]) == (2, zk.challenger)
-    assert zk.oracle.dispute(rid, 2).challenger == zk.challenger and zk.oracle.claim(rid).open_disputes == 1
+    assert (opened["segment"], opened["challenger"]) == (2, zk.challenger.address)
+    assert zk.oracle.dispute(rid, 2).challenger == zk.challenger.address and zk.oracle.claim(rid).open_disputes == 1
     liar = client(zk, zk.operator)
     # the liar's best "proof of its own claim": the real proof (of the true y) and a forged variant of it
     for proof in (s.op2.proof, tampered(s.op2.proof), s.big.proof):
@@ -437,9 +438,9 @@ def test_a_wrong_y_is_challenged_with_a_real_proof_the_liar_cannot_answer_and_is
         liar.respond(rid, 2, lie, s.op2.proof)
     receipt = client(zk, zk.finalizer).resolve(rid, 2)
     slashed = events(zk.oracle.contract, "AIResultSlashed", receipt)[0]["args"]
-    assert (slashed["segment"], slashed["challenger"], slashed["reward"]) == (2, zk.challenger, BOND // 2)
-    assert zk.oracle.credits(zk.challenger) == BOND + BOND // 2  # its dispute bond back, and half the liar's
-    assert zk.oracle.credits(zk.operator) == 0
+    assert (slashed["segment"], slashed["challenger"], slashed["reward"]) == (2, zk.challenger.address, BOND // 2)
+    assert zk.oracle.credits(zk.challenger.address) == BOND + BOND // 2  # its dispute bond back, and half the liar's
+    assert zk.oracle.credits(zk.operator.address) == 0
     assert balance(zk, zk.dep.token) - token_before == BOND // 2
     assert zk.oracle.request(rid).status == Status.PENDING
 
@@ -509,7 +510,7 @@ def test_eager_all_zk_submit_verifies_both_proofs_and_is_final_in_the_next_block
     assert zk.oracle.request(rid).status == Status.FINALIZED
     assert zk.consumer.functions.outputOf(rid).call() == encode(["int256[]", "uint256"], [[int(v) for v in s.y], SCALE])
     assert balance(zk, zk.dep.token) - token_before == model_revenue()
-    assert zk.oracle.credits(zk.operator) == FEE - model_revenue() + BOND
+    assert zk.oracle.credits(zk.operator.address) == FEE - model_revenue() + BOND
 
 
 def test_eager_submit_with_a_tampered_or_mismatched_proof_reverts_invalid_proof(zk, segments):
@@ -559,7 +560,7 @@ def test_boundary_values_beyond_2_24_cross_into_ezkl_exactly_and_convict_a_wrong
     for r, k in ((rid, 2), (rid2, 1)):
         client(zk, zk.finalizer).resolve(r, k)
         assert zk.oracle.request(r).status == Status.PENDING
-    assert zk.oracle.credits(zk.challenger) == 2 * (BOND + BOND // 2)
+    assert zk.oracle.credits(zk.challenger.address) == 2 * (BOND + BOND // 2)
     # the honest answer to the public request stands against the same proof
     honest = make_claim(SIZES["public"], [BIG.ravel(), s.big_y], [None, None], [])
     client(zk, zk.operator).submit(rid2, honest, bond=BOND)
@@ -608,7 +609,7 @@ def test_gas_table(zk, segments, tmp_path_factory):
     # the verifiers alone (eth_estimateGas of verifyProof)
     for name, proof in [("seg1-hp", s.zk1), ("seg2-pp", s.op2), ("seg1-hh", s.eager1), ("seg2-hp", s.eager2)]:
         gas[f"verifyProof {name} ({len(proof.instances)} instances, eth_estimateGas)"] = (
-            zk.verifiers[name].functions.verifyProof(proof.proof, proof.instances).estimate_gas({"from": zk.owner}))
+            zk.verifiers[name].functions.verifyProof(proof.proof, proof.instances).estimate_gas({"from": zk.owner.address}))
     assert all(0 < g < TX_GAS_CAP for g in gas.values()), gas
 
     out = os.environ.get("IMO_GAS_OUT")

@@ -23,7 +23,7 @@ from web3 import Web3
 
 from imo.pipeline.cli import main
 from imo.pipeline.dashboard import Dashboard, fold_events, request_record
-from imo.pipeline.story import CHALLENGER, run_story
+from imo.pipeline.story import run_story
 from imo.verifier_contracts.contracts import Deployment
 
 STORY_TIMEOUT_S = 900
@@ -164,7 +164,7 @@ def test_api_summary_has_every_request_dispute_snapshot_claim_and_nft_of_the_sto
     honest = doc["requests"][0]
     assert [s["mode"] for s in honest["segments"]] == ["zk", "op"] and honest["segments"][0]["proof_bytes"] > 0
 
-    challenger = world["dashboard"].w3.eth.accounts[CHALLENGER]
+    challenger = world["summary"]["accounts"]["challenger"]  # the story's watcher: a fresh key, not a node account
     by_request = {d["request"]: d for d in doc["disputes"]}
     for fraud in story["fraud"]:
         d = by_request[fraud["request"]]
@@ -311,7 +311,7 @@ def test_page_shows_requests_with_their_statuses(world, rendered):
 
 def test_page_shows_slashed_disputes_and_the_challenger(world, rendered):
     html, dom = rendered
-    challenger = world["dashboard"].w3.eth.accounts[CHALLENGER]
+    challenger = world["summary"]["accounts"]["challenger"]  # the story's watcher: a fresh key, not a node account
     slashed = dom.find("tr", data_outcome="slashed")
     assert {int(r["data-request"]) for r in slashed} == {f["request"] for f in world["summary"]["fraud"]}
     assert all(r["data-challenger"] == challenger for r in slashed)

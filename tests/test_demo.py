@@ -13,6 +13,13 @@ from imo.pipeline.cli import main
 
 CLAIM_SHARE_BPS = 6_000  # TokenConfig default
 FEE, OPERATOR_BPS = 10**15, 2_000
+# the accounts anvil unlocks on every fresh chain (from its "test test … junk" mnemonic), and which the demo does not use
+ANVIL_DEV_ADDRESSES = {
+    "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266", "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+    "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC", "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
+    "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65", "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc",
+    "0x976EA74026E726554dB657fA54763abd0C3a0aa9", "0x14dC79964da2C08b23698B3D3cc7Ca32193d9955",
+    "0x23618e81E3f5cdF7f54C3d65f7FBc0aBf5B21E8f", "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720"}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +68,13 @@ def test_one_nft_minted_and_its_royalty_paid_to_the_token(demo):
     assert nft["royalty_receiver"] == demo["sale"]["token"]
     assert nft["royalty_paid_wei"] == nft["sale_price_wei"] * 500 // 10_000 > 0
     assert len(nft["pixels"]) == 64 and max(nft["pixels"]) > 0
+
+
+def test_every_party_is_a_fresh_key_not_an_account_of_the_node(demo):
+    accounts = demo["accounts"]
+    assert len(accounts) == len(set(accounts.values())) == 10
+    assert not set(accounts.values()) & ANVIL_DEV_ADDRESSES  # the guard in conftest.py checks that they signed locally
+    assert [b["buyer"] for b in demo["sale"]["buyers"]] == [accounts[f"buyer {n}"] for n in (1, 2, 3)]
 
 
 def test_eth_is_conserved_and_the_summary_has_gas_and_timings(demo):

@@ -8,7 +8,7 @@ The model is a 3-layer MLP (8→8→8→4) planned zk (private input layer) → 
 corrupt and a zk proof to forge. Proofs are content-addressed in the artifact store and the answers draw their inputs
 from a fixed pool of two, so the default tier proves at most 2 zk + 4 fraud proofs once, ever (plus one fresh input
 in the subprocess kill test). Every test deploys its own AIOracle on the session's anvil (a quarter of a second), so
-request ids, scans and balances are its own."""
+request ids, scans and balances are its own; its parties (the nodes too) are fresh funded accounts that sign locally."""
 
 import json
 import os
@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from eth_abi import decode
 
-from helpers import RestartableAnvil, advance, calls_to, gas_paid, tiny_hybrid_plan
+from helpers import RestartableAnvil, advance, calls_to, funded_accounts, gas_paid, tiny_hybrid_plan
 from imo.circuits.fixed_point import quantize
 from imo.circuits.plan import Plan
 from imo.errors import ImoError, UnprovableClaimError
@@ -71,9 +71,10 @@ class Market:
     def __init__(self, w3, rpc_url: str, plan_file: Path, root: Path, window: int, register: bool = True):
         self.w3, self.rpc_url, self.plan_file, self.root, self.window = w3, rpc_url, plan_file, root, window
         self.plan = Plan.load(plan_file)
-        self.accounts = w3.eth.accounts
-        self.deployment = deploy_protocol(w3, self.accounts[OWNER], sale=None)
-        self.client = OracleClient(w3, self.deployment.oracle, self.accounts[OWNER])
+        self.signers = funded_accounts(w3, CHALLENGER + 1)  # by role (OWNER … CHALLENGER): fresh keys, signing locally
+        self.accounts = [signer.address for signer in self.signers]
+        self.deployment = deploy_protocol(w3, self.signers[OWNER], sale=None)
+        self.client = OracleClient(w3, self.deployment.oracle, self.signers[OWNER])
         self.model_id = None
         if register:
             self.register()
@@ -87,7 +88,7 @@ class Market:
         return self.model_id
 
     def request(self, x: np.ndarray | None = None, key: bytes | None = None, callback: bool = False, model_id: int | None = None) -> int:
-        user = self.client.as_sender(self.accounts[REQUESTER])
+        user = self.client.as_sender(self.signers[REQUESTER])
         key = request_input(self.plan, x) if key is None else key
         if callback:
             rid, _ = user.request_callback(model_id or self.model_id, key, self.deployment.consumer, CALLBACK_GAS)
@@ -101,11 +102,11 @@ class Market:
             for x in xs:
                 kwargs["inbox"].put(self.plan, x)
         kwargs.setdefault("state", NodeState())
-        return OracleNode(self.rpc_url, self.deployment, self.plan_file, self.accounts[account], **kwargs)
+        return OracleNode(self.rpc_url, self.deployment, self.plan_file, self.signers[account], **kwargs)
 
     def challenger(self, **kwargs) -> ChallengerNode:
         kwargs.setdefault("state", NodeState())
-        return ChallengerNode(self.rpc_url, self.deployment, self.plan_file, self.accounts[CHALLENGER], **kwargs)
+        return ChallengerNode(self.rpc_url, self.deployment, self.plan_file, self.signers[CHALLENGER], **kwargs)
 
     def events(self, name: str, rid: int | None = None) -> list[dict]:
         logs = getattr(self.client.contract.events, name)().get_logs(from_block=self.start + 1)
@@ -217,7 +218,7 @@ def test_honest_answers_are_finalized_never_challenged_and_eth_is_conserved(mark
     assert m.wealth(a[CHALLENGER]) - wealth[a[CHALLENGER]] == sum(e["finalizerPayout"] for e in split.values()) - gas_paid(w3, start, a[CHALLENGER])
     assert all(e["finalizerPayout"] == CALLBACK_GAS * m.client.fn.callbackGasPrice().call() for e in split.values())
     for who in (HONEST, CHALLENGER):
-        m.client.as_sender(a[who]).withdraw()
+        m.client.as_sender(m.signers[who]).withdraw()
     assert m.client.credits(a[HONEST]) == m.client.credits(a[CHALLENGER]) == 0
 
     # ETH conserved: what left the accounts involved is exactly the gas they paid
@@ -497,7 +498,7 @@ def test_an_unprovable_request_is_declined_and_the_requester_gets_the_whole_fee_
     assert len(declined) == 1 and declined[0]["operator"] == a[HONEST] and "outside" in declined[0]["reason"]
     assert m.calls(HONEST) == Counter(decline=1)  # no claim nobody could ever contradict
     start, wealth = w3.eth.block_number, m.wealth(a[REQUESTER])
-    requester = m.client.as_sender(a[REQUESTER])
+    requester = m.client.as_sender(m.signers[REQUESTER])
     requester.cancel(rid)  # at once: no request timeout to wait for
     assert m.status(rid) == Status.CANCELLED and m.client.credits(a[REQUESTER]) == fee
     requester.withdraw()
@@ -621,9 +622,10 @@ def test_oracle_process_killed_with_sigkill_mid_proof_resumes_and_submits_once(m
     rid = m.request(key=inbox.put(m.plan, x))  # never proven before: the kill lands mid-proof
     state_file = tmp_path / "oracle.sqlite"
     cmd = [str(Path(sys.executable).with_name("imo")), "node", "oracle", "--rpc-url", m.rpc_url, "--deployment", str(m.deployment_file),
-           "--plan", str(m.plan_file), "--state", str(state_file), "--account", str(HONEST), "--inbox", str(tmp_path / "inbox"),
+           "--plan", str(m.plan_file), "--state", str(state_file), "--inbox", str(tmp_path / "inbox"),
            "--once", "--quiet", "--json"]
-    env = {k: v for k, v in os.environ.items() if k not in ("IMO_PRIVATE_KEY", "IMO_KEYSTORE_PASSWORD")}
+    env = {k: v for k, v in os.environ.items() if k != "IMO_KEYSTORE_PASSWORD"}
+    env["IMO_PRIVATE_KEY"] = m.signers[HONEST].key.to_0x_hex()  # the process signs with the honest oracle's key
     log = tmp_path / "first.log"
     with open(log, "wb") as err:
         first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, start_new_session=True)

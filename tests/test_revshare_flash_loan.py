@@ -2,7 +2,8 @@
 
 A flash loan (borrow, `snapshot()`, repay in one transaction) must capture no revenue share, and tokens moved in the
 snapshot's own block (before it, in an earlier transaction) count for the old holder until the next snapshot. The
-attacker and lender are test-only contracts in tests/contracts/, compiled together with the protocol sources."""
+attacker and lender are test-only contracts in tests/contracts/, compiled together with the protocol sources. Every
+party is a fresh funded account that signs locally."""
 
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,8 +11,9 @@ from types import SimpleNamespace
 import pytest
 from web3.logs import DISCARD
 
+from helpers import funded_accounts, send_signed
 from imo.errors import ChainError
-from imo.verifier_contracts.contracts import protocol_sources, transact
+from imo.verifier_contracts.contracts import pay, protocol_sources, transact
 from imo.verifier_contracts.evm import deploy
 from imo.verifier_contracts.solc import compile_sources
 
@@ -35,9 +37,9 @@ def world(chain, compiled):
     """A fresh RevShareToken (all supply to the owner) on the session's anvil, rolled back after the test."""
     w3 = chain.w3
     snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
-    owner, attacker_eoa, *holders = w3.eth.accounts[:6]
-    token = deploy(w3, compiled["RevShareToken"], owner, "Model", "MDL", SUPPLY, owner, CLAIM_BPS, SNAPSHOT_INTERVAL,
-                   CLAIM_PERIOD)[0]
+    owner, attacker_eoa, *holders = funded_accounts(w3, 6)
+    token = deploy(w3, compiled["RevShareToken"], owner, "Model", "MDL", SUPPLY, owner.address, CLAIM_BPS,
+                   SNAPSHOT_INTERVAL, CLAIM_PERIOD)[0]
     try:
         yield SimpleNamespace(w3=w3, compiled=compiled, token=token, owner=owner, attacker_eoa=attacker_eoa,
                               holders=holders)
@@ -56,8 +58,7 @@ def advance(w3, seconds: int) -> None:
 
 
 def pay_revenue(world, amount: int) -> None:
-    world.w3.eth.wait_for_transaction_receipt(
-        world.w3.eth.send_transaction({"from": world.owner, "to": world.token.address, "value": amount}))
+    pay(world.w3, world.owner, world.token.address, amount)
 
 
 def snapshot_id_of(world, receipt) -> int:
@@ -73,7 +74,7 @@ def in_one_block(world, calls) -> list:
     w3 = world.w3
     assert w3.provider.make_request("evm_setAutomine", [False])["result"] is None
     try:
-        hashes = [fn.transact({"from": sender, "gas": 1_000_000}) for fn, sender in calls]
+        hashes = [send_signed(fn, sender, gas=1_000_000) for fn, sender in calls]
         w3.provider.make_request("evm_mine", [])
     finally:
         w3.provider.make_request("evm_setAutomine", [True])
@@ -96,7 +97,7 @@ def assert_pro_rata(world, snapshot_id: int, before: dict[str, int], supply: int
 
 
 def test_a_flash_loaned_balance_captures_nothing_at_a_snapshot_taken_while_borrowed(world):
-    token, owner, (h0, h1, _, _) = world.token, world.owner, world.holders
+    token, owner, (h0, h1, _, _) = world.token, world.owner, [h.address for h in world.holders]
     lender = deploy(world.w3, world.compiled["FlashLender"], owner, token.address)[0]
     attacker = deploy(world.w3, world.compiled["FlashSnapshotAttacker"], world.attacker_eoa, token.address,
                       lender.address)[0]
@@ -104,7 +105,7 @@ def test_a_flash_loaned_balance_captures_nothing_at_a_snapshot_taken_while_borro
         transact(token.functions.transfer(account, amount), owner)
     pay_revenue(world, ETH)
     advance(world.w3, SNAPSHOT_INTERVAL)
-    before = balances(world, [owner, h0, h1, lender.address, attacker.address])
+    before = balances(world, [owner.address, h0, h1, lender.address, attacker.address])
 
     # one transaction: borrow the lender's 500 tokens (half the supply), snapshot, repay
     receipt = transact(attacker.functions.attack(500 * TOKEN), world.attacker_eoa)
@@ -120,24 +121,24 @@ def test_a_flash_loaned_balance_captures_nothing_at_a_snapshot_taken_while_borro
     assert world.w3.eth.get_balance(attacker.address) == 0
 
     assert_pro_rata(world, snapshot_id, before, SUPPLY)
-    for holder, held in ((h0, 100 * TOKEN), (h1, 300 * TOKEN)):
-        paid_before = world.w3.eth.get_balance(holder)
+    for holder, held in ((world.holders[0], 100 * TOKEN), (world.holders[1], 300 * TOKEN)):
+        paid_before = world.w3.eth.get_balance(holder.address)
         r = transact(token.functions.claim(snapshot_id), holder)
-        assert world.w3.eth.get_balance(holder) - paid_before + r.gasUsed * r.effectiveGasPrice == held * claimable // SUPPLY
+        assert world.w3.eth.get_balance(holder.address) - paid_before + r.gasUsed * r.effectiveGasPrice == held * claimable // SUPPLY
 
 
 def test_tokens_received_in_the_snapshot_block_count_for_the_sender_until_the_next_snapshot(world):
     token, owner, (h0, newcomer, _, _) = world.token, world.owner, world.holders
-    transact(token.functions.transfer(h0, 400 * TOKEN), owner)
+    transact(token.functions.transfer(h0.address, 400 * TOKEN), owner)
     pay_revenue(world, ETH)
     advance(world.w3, SNAPSHOT_INTERVAL)
-    before = balances(world, [owner, h0, newcomer])
+    before = balances(world, [owner.address, h0.address, newcomer.address])
 
     # no flash loan: an ordinary transfer, then the snapshot, in one block
-    _, snap = in_one_block(world, [(token.functions.transfer(newcomer, 300 * TOKEN), owner),
+    _, snap = in_one_block(world, [(token.functions.transfer(newcomer.address, 300 * TOKEN), owner),
                                    (token.functions.snapshot(), owner)])
     snapshot_id = snapshot_id_of(world, snap)
-    assert before == {owner: 600 * TOKEN, h0: 400 * TOKEN, newcomer: 0}
+    assert before == {owner.address: 600 * TOKEN, h0.address: 400 * TOKEN, newcomer.address: 0}
     assert_pro_rata(world, snapshot_id, before, SUPPLY)
     with reverts("RevShareTokenNothingToClaim"):
         transact(token.functions.claim(snapshot_id), newcomer)
@@ -147,16 +148,16 @@ def test_tokens_received_in_the_snapshot_block_count_for_the_sender_until_the_ne
     pay_revenue(world, ETH)
     advance(world.w3, SNAPSHOT_INTERVAL)
     later = snapshot_id_of(world, transact(token.functions.snapshot(), h0))
-    assert_pro_rata(world, later, {owner: 300 * TOKEN, h0: 400 * TOKEN, newcomer: 300 * TOKEN}, SUPPLY)
+    assert_pro_rata(world, later, {owner.address: 300 * TOKEN, h0.address: 400 * TOKEN, newcomer.address: 300 * TOKEN}, SUPPLY)
     transact(token.functions.claim(later), newcomer)
 
 
 def test_tokens_burned_in_the_snapshot_block_keep_their_share_and_the_claims_add_up(world):
     token, owner, (h0, _, _, _) = world.token, world.owner, world.holders
-    transact(token.functions.transfer(h0, 400 * TOKEN), owner)
+    transact(token.functions.transfer(h0.address, 400 * TOKEN), owner)
     pay_revenue(world, ETH)
     advance(world.w3, SNAPSHOT_INTERVAL)
-    before = balances(world, [owner, h0])
+    before = balances(world, [owner.address, h0.address])
 
     _, snap = in_one_block(world, [(token.functions.burn(250 * TOKEN), owner), (token.functions.snapshot(), owner)])
     snapshot_id = snapshot_id_of(world, snap)

@@ -19,7 +19,7 @@ from imo.verifier_contracts.evm import ProofCall, compile_verifier, deploy, veri
 
 @pytest.fixture(scope="module")
 def verifier(proved_mlp, chain):
-    contract, _ = deploy(chain.w3, compile_verifier(CircuitFiles(proved_mlp).verifier_sol), chain.accounts[0])
+    contract, _ = deploy(chain.w3, compile_verifier(CircuitFiles(proved_mlp).verifier_sol), chain.signer)
     return contract
 
 
@@ -53,15 +53,15 @@ def test_proof_with_one_flipped_byte_is_rejected_onchain(proved_mlp, verifier, c
     call = ProofCall.from_proof_file(prover.proof_path(CircuitFiles(proved_mlp)))
     tampered = bytearray(call.proof)
     tampered[len(tampered) // 2] ^= 0x01
-    assert verify_onchain(verifier, call, chain.accounts[0])[0]
-    assert verify_onchain(verifier, ProofCall(bytes(tampered), call.instances), chain.accounts[0]) == (False, None)
+    assert verify_onchain(verifier, call, chain.signer)[0]
+    assert verify_onchain(verifier, ProofCall(bytes(tampered), call.instances), chain.signer) == (False, None)
 
 
 def test_proof_with_changed_public_instance_is_rejected_onchain(proved_mlp, verifier, chain):
     call = ProofCall.from_proof_file(prover.proof_path(CircuitFiles(proved_mlp)))
     changed = list(call.instances)
     changed[-1] = (changed[-1] + 1) % 21888242871839275222246405745257275088548364400416034343698204186575808495617
-    assert verify_onchain(verifier, ProofCall(call.proof, changed), chain.accounts[0]) == (False, None)
+    assert verify_onchain(verifier, ProofCall(call.proof, changed), chain.signer) == (False, None)
 
 
 def test_corrupt_onnx_fails_with_one_line_and_no_output(tmp_path, exported_mlp):

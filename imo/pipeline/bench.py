@@ -51,8 +51,8 @@ def _ort_ms(onnx_path: Path, x: np.ndarray, repeat: int) -> float:
 
 
 def _verify_gas(chain, files: CircuitFiles, proof_file: Path) -> int:
-    verifier, _ = deploy(chain.w3, compile_verifier(files.verifier_sol), chain.accounts[0])
-    accepted, gas = verify_onchain(verifier, ProofCall.from_proof_file(proof_file), chain.accounts[0])
+    verifier, _ = deploy(chain.w3, compile_verifier(files.verifier_sol), chain.require_signer())
+    accepted, gas = verify_onchain(verifier, ProofCall.from_proof_file(proof_file), chain.require_signer())
     return gas if accepted else -1
 
 

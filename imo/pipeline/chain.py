@@ -1,6 +1,7 @@
 """A local chain to deploy to: anvil from the npm package on a free 127.0.0.1 port, or any JSON-RPC node given by URL."""
 
 import ctypes
+import os
 import signal
 import socket
 import subprocess
@@ -11,22 +12,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from imo import toolchain
 from imo.errors import ChainError
+from imo.pipeline.keys import PRIVATE_KEY_ENV, dev_account
 
 _PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
 class Chain:
+    """A connection. `signer` signs what the command itself sends: anvil's first dev key on an embedded anvil, the
+    user's key (`$IMO_PRIVATE_KEY` or a keystore) on any other node."""
+
     w3: Web3
     rpc_url: str
+    signer: LocalAccount | None = None
 
-    @property
-    def accounts(self) -> list[str]:
-        return self.w3.eth.accounts
+    def require_signer(self) -> LocalAccount:
+        if self.signer is None:
+            raise ChainError(f"nothing signs on {self.rpc_url}: set $IMO_PRIVATE_KEY (or leave out --rpc-url to use an embedded anvil)")
+        return self.signer
 
 
 def free_port() -> int:
@@ -62,13 +71,14 @@ def anvil(startup_timeout: float = 20.0) -> Iterator[Chain]:
     """Start anvil on a free 127.0.0.1 port, wait until it answers, and stop it on exit (also on Ctrl-C or an exception)."""
     port = free_port()
     proc = subprocess.Popen(
-        [str(toolchain.anvil()), "--host", "127.0.0.1", "--port", str(port), "--silent", "--code-size-limit", "100000"],
+        [str(toolchain.anvil()), "--host", "127.0.0.1", "--port", str(port), "--silent"],  # mainnet limits (EIP-170 code size)
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         preexec_fn=_die_with_parent,
     )
     try:
-        yield _await_rpc(proc, f"http://127.0.0.1:{port}", startup_timeout, lambda: proc.stderr.read().decode().strip()[-300:])
+        local = _await_rpc(proc, f"http://127.0.0.1:{port}", startup_timeout, lambda: proc.stderr.read().decode().strip()[-300:])
+        yield Chain(local.w3, local.rpc_url, dev_account(0))  # funded by anvil; signs here like every other key
     finally:
         proc.terminate()
         try:
@@ -80,9 +90,16 @@ def anvil(startup_timeout: float = 20.0) -> Iterator[Chain]:
 
 @contextmanager
 def chain(rpc_url: str | None = None) -> Iterator[Chain]:
-    """The node at rpc_url if given, else an embedded anvil for the duration of the block."""
+    """The node at rpc_url if given (signing with the user's key, if one is set), else an embedded anvil for the
+    duration of the block."""
     if rpc_url:
-        yield connect(rpc_url)
+        remote = connect(rpc_url)
+        key = os.environ.get(PRIVATE_KEY_ENV)
+        try:
+            signer = Account.from_key(key.strip()) if key else None
+        except (ValueError, TypeError):
+            raise ChainError(f"${PRIVATE_KEY_ENV} is not a 32-byte hex private key") from None
+        yield Chain(remote.w3, remote.rpc_url, signer)
     else:
         with anvil() as local:
             yield local

@@ -625,13 +625,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--rpc-url", help="JSON-RPC endpoint (default: the one recorded in the deployment)")
         if signs:
             p.add_argument("--keystore", help="encrypted keystore of the signing key (password in $IMO_KEYSTORE_PASSWORD); or set $IMO_PRIVATE_KEY")
-            p.add_argument("--account", help="development chains only: an account the RPC node unlocks, by index or address")
+            p.add_argument("--account", help="development chains only: the default mnemonic's key N (signs locally), or an address the RPC node unlocks")
 
     p = command("deploy", cmd_deploy, "deploy the protocol (RevShareToken and its sale, AIOracle, an example consumer) and write deployment.json")
     p.add_argument("--rpc-url", help="JSON-RPC endpoint (default: start a local anvil in the background, its state kept in --out)")
     p.add_argument("--out", default=".", help="directory for deployment.json (default: the current directory)")
     p.add_argument("--keystore", help="encrypted keystore of the deployer key (password in $IMO_KEYSTORE_PASSWORD); or set $IMO_PRIVATE_KEY")
-    p.add_argument("--account", help="development chains only: an account the RPC node unlocks (default on the local anvil: 0)")
+    p.add_argument("--account", help="development chains only: the default mnemonic's key N (signs locally; default on the local anvil: 0), or an address the RPC node unlocks")
 
     p = command("register", cmd_register, "deploy a compiled plan's verifiers and register it with the AIOracle; prints the model id and registration digest")
     p.add_argument("plan", help="plan.json compiled with `imo compile`")
@@ -668,7 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", required=True, help="the compiled plan.json of the model(s) to serve (matched by plan hash)")
     p.add_argument("--state", help="sqlite file with the node's work; a restart resumes from it (default node-ROLE.sqlite)")
     p.add_argument("--keystore", help="encrypted keystore file of the signing key (password in $IMO_KEYSTORE_PASSWORD); or set $IMO_PRIVATE_KEY")
-    p.add_argument("--account", help="development chains only: an account the RPC node unlocks, by index or address (on the local anvil of `imo deploy`: 1 oracle, 2 challenger)")
+    p.add_argument("--account", help="development chains only: the default mnemonic's key N, signing locally (on the local anvil of `imo deploy`: 1 oracle, 2 challenger), or an address the RPC node unlocks")
     p.add_argument("--inbox", help="oracle: directory of private inputs named <C_0 as 0x hex>.json (ezkl input format)")
     p.add_argument("--dishonest", choices=["boundary", "output", "proof", "commitment", "random"], help="oracle, tests and demo only: corrupt every answer this way")
     p.add_argument("--seed", type=int, help="oracle: seed of the --dishonest choices (default 0)")

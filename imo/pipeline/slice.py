@@ -45,7 +45,7 @@ def verify_proof_onchain(proof_dir: Path, chain: Chain) -> OnchainResult:
     files = CircuitFiles(proof_dir)
     call = ProofCall.from_proof_file(prover.proof_path(files))
     contract = compile_verifier(files.verifier_sol)
-    sender = chain.accounts[0]
+    sender = chain.require_signer()
     verifier, deploy_gas = deploy(chain.w3, contract, sender)
     accepted, gas = verify_onchain(verifier, call, sender)
     return OnchainResult(chain.rpc_url, verifier.address, contract.runtime_size, deploy_gas, gas, accepted)
@@ -63,7 +63,7 @@ def verify_run_onchain(plan_path: Path, run_dir: Path, chain: Chain) -> list[Seg
     zk = [s for s in plan.segments if s.mode == "zk"]
     if not zk:
         raise ImoError(f"--onchain: plan {plan_path} has no zk segment, so {run_dir} holds no proof to verify on a chain (op segments are checked by re-execution)")
-    sender = chain.accounts[0]
+    sender = chain.require_signer()
     results = []
     for segment in zk:
         call = ProofCall.from_proof_file(Path(run_dir) / f"seg{segment.index}" / "proof.json")

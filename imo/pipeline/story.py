@@ -15,7 +15,8 @@ claim is checked on chain.
 5. The `gen` model draws a digit for a public prompt (label + seed) through the oracle; the finalized image is
    minted as an ERC-7007 AIGC NFT (mint fee to the token) and sold once, its ERC-2981 royalty paid to the token; a
    second snapshot lets the holders claim that too.
-Total ETH is conserved: what left all accounts and contracts is exactly the gas paid."""
+Total ETH is conserved: what left all accounts and contracts is exactly the gas paid. Every party is a fresh key funded
+by the dev chain (anvil_setBalance) that signs its transactions locally: none is an account the node unlocked."""
 
 import json
 import shutil
@@ -25,10 +26,14 @@ from pathlib import Path
 
 import numpy as np
 from eth_abi import encode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from tqdm import tqdm
+from web3 import Web3
 from web3.logs import DISCARD
 
 from imo.circuits.plan import Plan, make_plan, write_plan
+from imo.errors import ChainError
 from imo.models import cached_export
 from imo.models.zoo import NOISE_DIM
 from imo.pipeline.chain import chain
@@ -43,6 +48,7 @@ from imo.verifier_contracts.contracts import (
     TokenConfig,
     deploy_nft,
     deploy_protocol,
+    pay,
     transact,
 )
 from imo.verifier_contracts.oracle_client import OracleClient, Status
@@ -66,6 +72,9 @@ MINT_FEE = 2 * 10**15
 ROYALTY_BPS = 500
 NFT_PRICE = 5 * 10**16
 OWNER, BUYERS, USER, HONEST, DISHONEST, CHALLENGER, COLLECTOR, FORGER = 0, (1, 2, 3), 4, 5, 6, 7, 8, 9
+ROLES = {"owner": OWNER, **{f"buyer {n}": i for n, i in enumerate(BUYERS, start=1)}, "user": USER, "honest": HONEST,
+         "liar": DISHONEST, "challenger": CHALLENGER, "collector": COLLECTOR, "forger": FORGER}
+FUNDING_WEI = 10_000 * ETH  # each party's starting balance (what anvil gives its own dev accounts)
 PROMPT = (7, 42)  # the generator's prompt: draw a 7 with noise seed 42
 CALLBACK_GAS = 600_000  # the consumer dapp stores the 10 logits (~14 storage slots)
 
@@ -80,27 +89,42 @@ def _calibration(onnx_path: Path, input_shape: list[int]) -> np.ndarray:
     return np.asarray(data, dtype=np.float32).reshape(-1, *input_shape)
 
 
+def fresh_accounts(w3: Web3, n: int, wei: int = FUNDING_WEI) -> list[LocalAccount]:
+    """`n` new random keys, each given `wei` by the dev chain (anvil_setBalance; hardhat_setBalance): the story's
+    parties sign every transaction locally, so it needs no account the node unlocked."""
+    accounts = [Account.create() for _ in range(n)]
+    for account in accounts:
+        for method in ("anvil_setBalance", "hardhat_setBalance"):
+            if "error" not in w3.provider.make_request(method, [account.address, hex(wei)]):
+                break
+        else:
+            raise ChainError("the demo funds fresh accounts with anvil_setBalance: its --rpc-url must be an anvil (or a hardhat node)")
+    return accounts
+
+
 def _prompt_input(label: int, seed: int) -> np.ndarray:
     noise = np.random.default_rng(seed).standard_normal(NOISE_DIM).astype(np.float32)
     return np.concatenate([np.eye(10, dtype=np.float32)[label], noise])[None]
 
 
 class Story:
-    """State shared by the steps: the chain, the deployment, receipts for gas, wall-clock timings."""
+    """State shared by the steps: the chain, the parties (`signers` by role index, `acct` their addresses), the
+    deployment, receipts for gas, wall-clock timings."""
 
     def __init__(self, w3, workdir: Path, quiet: bool, say):
         self.w3, self.workdir, self.quiet, self.say = w3, workdir, quiet, say
-        self.acct = w3.eth.accounts
+        self.signers = fresh_accounts(w3, len(ROLES))
+        self.acct = [signer.address for signer in self.signers]
         self.gas: dict[str, list[int]] = {}
         self.timings: dict[str, float] = {}
 
     def tx(self, step: str, fn, sender: int, value: int = 0):
-        receipt = transact(fn, self.acct[sender], value=value)
+        receipt = transact(fn, self.signers[sender], value=value)
         self.gas.setdefault(step, []).append(int(receipt.gasUsed))
         return receipt
 
     def send(self, step: str, sender: int, to: str, value: int):
-        receipt = self.w3.eth.wait_for_transaction_receipt(self.w3.eth.send_transaction({"from": self.acct[sender], "to": to, "value": value}))
+        receipt = pay(self.w3, self.signers[sender], to, value)
         self.gas.setdefault(step, []).append(int(receipt.gasUsed))
         return receipt
 
@@ -168,17 +192,17 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
     started = time.perf_counter()
     with chain(rpc_url) as node:
         s = Story(node.w3, workdir, quiet, say)
-        w3, acct = s.w3, s.acct
+        w3, acct, signers = s.w3, s.acct, s.signers
         tracked = list(acct)
         eth_before = sum(s.balance(a) for a in tracked)
         start_block = w3.eth.block_number
-        summary: dict = {"model": model, "rpc_url": node.rpc_url}
+        summary: dict = {"model": model, "rpc_url": node.rpc_url, "accounts": {role: acct[i] for role, i in ROLES.items()}}
 
         # ------------------------------------------------------------ 1. IMO
         t = time.perf_counter()
         say(f"[1/5] IMO: deploying RevShareToken (ERC-7641), its sale, AIOracle on {node.rpc_url} …")
         sale_cfg = SaleConfig()
-        dep = deploy_protocol(w3, acct[OWNER], TokenConfig(name=f"{model} revenue share", symbol="IMO"), sale_cfg, OracleConfig())
+        dep = deploy_protocol(w3, signers[OWNER], TokenConfig(name=f"{model} revenue share", symbol="IMO"), sale_cfg, OracleConfig())
         s.gas.update({f"deploy {k}": [v] for k, v in dep.gas.items()})
         token, offering = dep.contract(w3, "RevShareToken"), dep.contract(w3, "ModelOffering")
         for i, paid in zip(BUYERS, BUY_WEI):
@@ -207,7 +231,7 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
             say(f"      seg{seg.index} {seg.mode}  {'+'.join(seg.ops):<10} logrows {r.get('logrows', seg.est_logrows)}  "
                 f"{'cached' if r['cached'] else 'built in {:.0f} s'.format(r['wall_seconds'])}  ({seg.reason})")
         t = time.perf_counter()
-        oracle = OracleClient(w3, dep.oracle, acct[OWNER])
+        oracle = OracleClient(w3, dep.oracle, signers[OWNER])
         terms = s.terms(plan_file)
         model_id, digest, costs = register_plan(oracle, dep, plan_file, model, terms)
         s.gas["register model (verifiers + registerModel)"] = [v for k, v in dep.gas.items() if k.startswith(f"Halo2Verifier {model}/")]
@@ -225,13 +249,13 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
         inbox = Inbox({})
         xs = _calibration(cached_export(model).onnx_path, plan.segments[0].input_shape)[: honest_requests + 2]
         common = {"deployment": dep, "plan_file": plan_file, "poll_interval": 0.2}
-        honest = OracleNode(node.rpc_url, account=acct[HONEST], inbox=inbox, state=NodeState(), work_dir=nodes_dir / "honest", **common)
-        forger = OracleNode(node.rpc_url, account=acct[FORGER], inbox=inbox, state=NodeState(), work_dir=nodes_dir / "forger",
+        honest = OracleNode(node.rpc_url, account=signers[HONEST], inbox=inbox, state=NodeState(), work_dir=nodes_dir / "honest", **common)
+        forger = OracleNode(node.rpc_url, account=signers[FORGER], inbox=inbox, state=NodeState(), work_dir=nodes_dir / "forger",
                             dishonest="proof", seed=3, **common)
-        liar = OracleNode(node.rpc_url, account=acct[DISHONEST], inbox=inbox, state=NodeState(), work_dir=nodes_dir / "dishonest",
+        liar = OracleNode(node.rpc_url, account=signers[DISHONEST], inbox=inbox, state=NodeState(), work_dir=nodes_dir / "dishonest",
                           dishonest="output", seed=3, **common)
-        watcher = ChallengerNode(node.rpc_url, account=acct[CHALLENGER], state=NodeState(), work_dir=nodes_dir / "challenger", **common)
-        user = oracle.as_sender(acct[USER])
+        watcher = ChallengerNode(node.rpc_url, account=signers[CHALLENGER], state=NodeState(), work_dir=nodes_dir / "challenger", **common)
+        user = oracle.as_sender(signers[USER])
 
         def request(x, callback: bool = True) -> tuple[int, float]:
             gas_limit = CALLBACK_GAS if callback else 0
@@ -341,10 +365,10 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
         gen_plan_file, gen_reports = s.plan("gen", GEN_PLAN, "5_gen_compile")
         gen_plan = Plan.load(gen_plan_file)
         gen_id, _, _ = register_plan(oracle, dep, gen_plan_file, "gen", s.terms(gen_plan_file))
-        nft = w3.eth.contract(address=deploy_nft(w3, acct[OWNER], dep, gen_id, MINT_FEE, ROYALTY_BPS), abi=dep.contract(w3, "AIGCNFT").abi)
+        nft = w3.eth.contract(address=deploy_nft(w3, signers[OWNER], dep, gen_id, MINT_FEE, ROYALTY_BPS), abi=dep.contract(w3, "AIGCNFT").abi)
         gen_common = {"deployment": dep, "plan_file": gen_plan_file, "poll_interval": 0.2}
-        artist = OracleNode(node.rpc_url, account=acct[HONEST], inbox=Inbox({}), state=NodeState(), work_dir=nodes_dir / "gen-oracle", **gen_common)
-        gen_watch = ChallengerNode(node.rpc_url, account=acct[CHALLENGER], state=NodeState(), work_dir=nodes_dir / "gen-challenger", **gen_common)
+        artist = OracleNode(node.rpc_url, account=signers[HONEST], inbox=Inbox({}), state=NodeState(), work_dir=nodes_dir / "gen-oracle", **gen_common)
+        gen_watch = ChallengerNode(node.rpc_url, account=signers[CHALLENGER], state=NodeState(), work_dir=nodes_dir / "gen-challenger", **gen_common)
         t = time.perf_counter()
         prompt = request_input(gen_plan, _prompt_input(label, seed))  # a public input: the prompt itself is the request input
         gen_rid, receipt = user.request_callback(gen_id, prompt)

@@ -53,14 +53,22 @@ def deploy(w3: Web3, contract: CompiledContract, sender, *args) -> tuple[Contrac
     return w3.eth.contract(address=receipt.contractAddress, abi=contract.abi), receipt.gasUsed
 
 
-def verify_onchain(verifier: Contract, call: ProofCall, sender: str) -> tuple[bool, int | None]:
-    """(accepted, gas used by a verify transaction). A rejected proof reverts or returns false; no gas is reported then."""
+def verify_onchain(verifier: Contract, call: ProofCall, sender) -> tuple[bool, int | None]:
+    """(accepted, gas used by a verify transaction). A rejected proof reverts or returns false; no gas is reported then.
+    `sender`: a LocalAccount that signs locally (or an unlocked address)."""
+    w3 = verifier.w3
     fn = verifier.functions.verifyProof(call.proof, call.instances)
+    address = sender if isinstance(sender, str) else sender.address
     try:
-        accepted = bool(fn.call({"from": sender}))
+        accepted = bool(fn.call({"from": address}))
     except Exception:
         return False, None
     if not accepted:
         return False, None
-    receipt = verifier.w3.eth.wait_for_transaction_receipt(fn.transact({"from": sender}))
+    if isinstance(sender, str):
+        tx_hash = fn.transact({"from": sender})
+    else:
+        tx = fn.build_transaction({"from": address, "nonce": w3.eth.get_transaction_count(address, "pending")})
+        tx_hash = w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
     return receipt.status == 1, receipt.gasUsed
