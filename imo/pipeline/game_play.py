@@ -21,7 +21,7 @@ from eth_hash.auto import keccak
 from imo.proving.protocol import Claim, PlanRuntime, pack_tensor, unpack_tensor
 from imo.proving.segments import circuit_files
 from imo.proving.trace import Bisection, NotBisectable, PatchedTree, StepProgram, Trace
-from imo.verifier_contracts.game_client import ChainGame, GameClient, GameStatus, Turn
+from imo.verifier_contracts.game_client import GameClient, GameStatus, Turn
 
 log = logging.getLogger("imo.nodes")
 
@@ -89,23 +89,25 @@ class GameSide:
     claim: Claim
     sizes: list[int]
 
-    def _expired(self, g: ChainGame) -> bool:
-        defender_left, challenger_left = self.games.clocks(g.game_id)
-        return (defender_left if g.turn is Turn.DEFENDER else challenger_left) == 0
-
-    def _timeout_other(self, g: ChainGame, me: Turn):
-        if g.turn not in (me, Turn.NOBODY) and self._expired(g):
-            log.info("game %d: the other side's clock ran out; ending it", g.game_id)
-            return "timeout", self.games.timeout(g.game_id)
-        return None
+    def _play(self, game_id: int, me: Turn):
+        """(game, None) when it is `me` to move; else (None, what to return): nothing, or a timeout of the other side
+        when its clock has run out."""
+        g = self.games.game(game_id)
+        if g.turn is me:
+            return g, None
+        if g.over or g.turn is Turn.NOBODY:
+            return None, None
+        defender_left, challenger_left = self.games.clocks(game_id)
+        if (defender_left if g.turn is Turn.DEFENDER else challenger_left) == 0:
+            log.info("game %d: the other side's clock ran out; ending it", game_id)
+            return None, ("timeout", self.games.timeout(game_id))
+        return None, None
 
     def defend(self, game_id: int):
         """The defender's move, if it is ours: post the root or open the chosen node. Returns (move, receipt) or None."""
-        g = self.games.game(game_id)
-        if g.over:
-            return None
-        if g.turn is not Turn.DEFENDER:
-            return self._timeout_other(g, Turn.DEFENDER)
+        g, other = self._play(game_id, Turn.DEFENDER)
+        if g is None:
+            return other
         k = g.segment
         trace = self.traces.trace(k, self.claim.tensors(self.sizes)[k - 1])
         if g.status == GameStatus.AWAITING_ROOT:
@@ -116,11 +118,9 @@ class GameSide:
 
     def challenge(self, game_id: int):
         """The challenger's move, if it is ours: pick the disputed child, or have the disputed step recomputed."""
-        g = self.games.game(game_id)
-        if g.over:
-            return None
-        if g.turn is not Turn.CHALLENGER:
-            return self._timeout_other(g, Turn.CHALLENGER)
+        g, other = self._play(game_id, Turn.CHALLENGER)
+        if g is None:
+            return other
         k = g.segment
         tensors = self.claim.tensors(self.sizes)
         honest = self.traces.trace(k, tensors[k - 1])
