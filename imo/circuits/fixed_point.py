@@ -686,6 +686,15 @@ class TraceOp:
     * ``view``: ``dst = index(src0)``: only moves values (``index`` maps an array shaped like src0 to one shaped
       like dst: reshape, transpose, broadcast, slice).
     * ``check``: a range check of ``src0``; writes no values.
+    * ``lookup`` with ``params = (lo, hi)``: the table need only cover ``[lo, hi]`` (within the circuit's range).
+    * ``sum`` / ``max``: ``dst = src0.sum / max(axis=params, keepdims=True)`` (exact integers).
+    * ``divc``: ``dst = round_half_away(src0 / params[0])``, a positive integer divisor.
+    * ``recip``: ``dst = round_half_away(params[0] / src0)`` (``params[0]`` a power of two below 2**52, so the
+      executor's f64 formula is this exact quotient), ``params[1]`` where ``src0 == 0``.
+    * ``sqrt``: ``dst = round_half_away(m * sqrt(src0 / m))`` in f64, ``m = 2**params[0]`` (NaN -> 0).
+    * ``matmul``: ``dst = src0 @ src1`` (batched over leading dims, broadcast), exact.
+    * ``gather``: ``dst = np.take(const, src0, axis=params[0])``, ``const`` an integer table, ``src0`` in range.
+    * ``seq``: ``parts`` run in order; their intermediate slots are the program's but no closure writes them.
     """
 
     kind: str
@@ -696,6 +705,7 @@ class TraceOp:
     table: Callable[[np.ndarray], np.ndarray] | None = None
     index: Callable[[np.ndarray], np.ndarray] | None = None
     shape: tuple[int, ...] | None = None
+    parts: tuple["TraceOp", ...] = ()
 
 _INT_TYPES = (
     onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.INT8,
@@ -1084,8 +1094,8 @@ class FixedPointProgram:
                 v[dst] = _carrier(out, by)
                 b[dst] = by
 
-            self._emit(step)
             out_shape = np.matmul(np.empty(a.shape, np.int8), np.empty(c.shape, np.int8)).shape
+            self._emit(step, TraceOp("matmul", (a.slot, c.slot), slot, shape=tuple(int(d) for d in out_shape)))
             scale = self._rebase(node, slot, a.scale + c.scale)
             return _Act(slot, scale, tuple(out_shape))
         raise NotImplementedError(f"node {node.name!r} (op MatMul): constant left operand not supported")
@@ -1340,7 +1350,17 @@ class FixedPointProgram:
             v[dst] = _carrier(y, by)
             b[dst] = by
 
-        self._emit(step)
+        red = tuple(1 if i == axis else d for i, d in enumerate(a.shape))
+        t_max, t_sub, t_exp, t_sum, t_inv = (self._new_slot() for _ in range(5))
+        lo = self.limits.lookup[0] if self.limits.lookup is not None else -(1 << 16)
+        self._emit(step, TraceOp("seq", parts=(
+            TraceOp("max", (a.slot,), t_max, (axis,), shape=red),
+            TraceOp("add", (a.slot, t_max), t_sub, (1, -1), shape=a.shape),
+            TraceOp("lookup", (t_sub,), t_exp, (lo, 0), table=lambda x: _EXP_TABLE(x, s_in), shape=a.shape),
+            TraceOp("sum", (t_exp,), t_sum, (axis,), shape=red),
+            TraceOp("recip", (t_sum,), t_inv, (1 << (s_in + s_out), (1 << s_out) << 52), shape=red),
+            TraceOp("mul", (t_exp, t_inv), slot, shape=a.shape),
+        )) if s_in >= 0 and s_out >= 0 else None)
         scale = self._rebase(node, slot, s_in + s_out)
         return _Act(slot, scale, a.shape)
 
@@ -1368,9 +1388,9 @@ class FixedPointProgram:
             v[dst] = _carrier(x.sum(axis=axes, keepdims=keepdims), bo)
             b[dst] = bo
 
-        self._emit(step)
         shape = tuple(1 if i in axes else d for i, d in enumerate(a.shape)) if keepdims else tuple(
             d for i, d in enumerate(a.shape) if i not in axes)
+        self._emit(step, TraceOp("sum", (a.slot,), slot, tuple(axes), shape=shape) if keepdims else None)
         return _Act(slot, self._rebase(node, slot, a.scale), shape)
 
     def _op_ReduceSum(self, node, ins):
@@ -1596,7 +1616,7 @@ class FixedPointProgram:
             v[dst] = _carrier(y, _absmax(y))
             b[dst] = _absmax(y)
 
-        self._emit(step)
+        self._emit(step, TraceOp("sqrt", (a.slot,), slot, (a.scale,), shape=a.shape))
         return _Act(slot, self._rebase(node, slot, a.scale), a.shape)
 
     def _recip(self, node, a: _Act) -> _Act:
@@ -1611,7 +1631,8 @@ class FixedPointProgram:
             v[dst] = _carrier(y, by)
             b[dst] = by
 
-        self._emit(step)
+        self._emit(step, TraceOp("recip", (a.slot,), slot, (1 << (a.scale + s_out), (1 << s_out) << 52), shape=a.shape)
+                   if a.scale + s_out >= 0 and s_out >= 0 else None)
         return _Act(slot, self._rebase(node, slot, s_out), a.shape)
 
     def _op_Reciprocal(self, node, ins):
@@ -1631,7 +1652,11 @@ class FixedPointProgram:
             v[dst] = _carrier(y, by)
             b[dst] = by
 
-        self._emit(step)
+        t_sq = self._new_slot()
+        self._emit(step, TraceOp("seq", parts=(
+            TraceOp("sqrt", (a.slot,), t_sq, (a.scale,), shape=a.shape),
+            TraceOp("recip", (t_sq,), slot, (1 << (a.scale + s_out), (1 << s_out) << 52), shape=a.shape),
+        )) if a.scale >= 0 and s_out >= 0 else None)
         return _Act(slot, self._rebase(node, slot, s_out), a.shape)
 
     def _mean_of_squares(self, node, a: _Act, axes: tuple[int, ...]) -> _Act:
@@ -1647,7 +1672,13 @@ class FixedPointProgram:
             v[dst] = _carrier(q, _absmax(q))
             b[dst] = _absmax(q)
 
-        self._emit(step)
+        red = tuple(1 if i in axes else d for i, d in enumerate(a.shape))
+        t_sq, t_sum = self._new_slot(), self._new_slot()
+        self._emit(step, TraceOp("seq", parts=(
+            TraceOp("mul", (a.slot, a.slot), t_sq, shape=a.shape),
+            TraceOp("sum", (t_sq,), t_sum, tuple(axes), shape=red),
+            TraceOp("divc", (t_sum,), slot, (n,), shape=red),
+        )))
         if n != 1:
             self._check_decomposed(slot, f"node {node.name!r} (op {node.op_type})", f"mean of squares (divided by {n})")
         shape = tuple(1 if i in axes else d for i, d in enumerate(a.shape))
@@ -1856,8 +1887,8 @@ class FixedPointProgram:
                 v[dst] = _carrier(np.take(table, ii, axis=axis), bt)
                 b[dst] = bt
 
-            self._emit(step)
             shape = table.shape[:axis] + tuple(idx.shape) + table.shape[axis + 1 :]
+            self._emit(step, TraceOp("gather", (idx.slot,), slot, (axis,), const=table, shape=tuple(int(d) for d in shape)))
             return _Act(slot, self._rebase(node, slot, scale), tuple(shape))
         a = self._need_act(node, data, "data")
         ii = np.asarray(self._need_const(node, idx, "indices").raw).astype(np.int64)

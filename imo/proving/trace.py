@@ -6,7 +6,12 @@
 tiles (GEMM: one activation row times a block of weight columns, at most `MAX_GEMM_MACS` multiply-accumulates) or
 chunks (ADD/MUL/RESCALE/RELU: `ELEMENTWISE_CHUNK` values, LOOKUP: `LOOKUP_CHUNK`), and last one OUTPUT step over the
 whole output. Ops that only move values (Reshape, Flatten, Transpose, ...) make no step: the consumers' operand slices
-point straight at the producers' leaves. `program.execute(x_q)` computes every step's values (vectorized per op, exact
+point straight at the producers' leaves. Transformer ops (tests/test_trace_transformer.py): a MatMul of two
+activations is MATMUL tiles (one row times <= MAX_GEMM_MACS / K columns of the right operand, read column-major), its
+operands copied into contiguous leaves by REPEAT steps (L = 1) first when they would need too many slices; Softmax,
+LayerNorm and reductions are SUM/MAX per row, DIVC, RECIP, SQRT and the elementwise kinds, with row broadcasts
+(x - mean) materialized by REPEAT; an embedding Gather is GATHER steps against the Merkle root of its table's rows
+(`RowTable`). `program.execute(x_q)` computes every step's values (vectorized per op, exact
 integers), the leaves and the trace tree; `program.one_step(...)` assembles what the on-chain one-step check needs for
 one disputed step; `Bisection` holds the players' moves.
 """
@@ -52,6 +57,14 @@ MAX_STEP_SLICES = 32
 one-step proof): e.g. a rebase of a GEMM whose tiles are one column each reads 32 one-value leaves, not 512."""
 MAX_TABLE = 1 << 22
 """Largest lookup table (entries) a program may register."""
+REDUCE_CHUNK = 4096
+"""Input values per SUM/MAX step (whole rows; a longer row is one step, up to `MAX_REDUCE_ROW`)."""
+MAX_REDUCE_ROW = 8192
+"""Longest row one SUM/MAX step reduces (refused above)."""
+SQRT_CHUNK = 128
+"""Values per SQRT step (each is an integer square root on chain)."""
+MATMUL_A_SLICES = 8
+"""A MatMul's left operand row is materialized (copied into contiguous leaves) when it needs more slices than this."""
 POISON = b"\xff" * 32
 """The leaf of a step that has no valid output (a lookup input outside its table): no value list hashes to it."""
 
@@ -137,6 +150,87 @@ class LookupTable:
         if table is None:
             table = _TABLE_CACHE[key] = cls(p0, p0 + values.size - 1, values, MerkleTree(table_leaves(values)))
         return table
+
+
+@dataclass(eq=False)
+class RowTable:
+    """A registered GATHER table (an embedding): row j (D values) is leaf j = leaf_hash(row) of its tree."""
+
+    rows: np.ndarray  # (V, D) int64
+    tree: MerkleTree = field(repr=False)
+
+    @property
+    def root(self) -> bytes:
+        return self.tree.root
+
+    @classmethod
+    def of(cls, rows: np.ndarray) -> "RowTable":
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        return cls(rows, MerkleTree([leaf_hash(r) for r in rows]))
+
+
+def _breaks(st: np.ndarray, of: np.ndarray) -> np.ndarray:
+    """1 where element e starts a new operand slice (e = 0, or not the next value of element e-1's leaf), else 0."""
+    b = np.ones(st.size, dtype=np.int64)
+    if st.size > 1:
+        b[1:] = (st[1:] != st[:-1]) | (of[1:] != of[:-1] + 1)
+    return b
+
+
+def _item_bounds(sizes: np.ndarray, slices: np.ndarray, max_values: int, max_slices: int) -> np.ndarray:
+    """Cut consecutive items (rows, values) into steps of at most `max_values` values and `max_slices` slice starts
+    (at least one item each); returns item boundaries."""
+    n = len(sizes)
+    cv = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+    cs = np.concatenate([[0], np.cumsum(slices, dtype=np.int64)])
+    bounds, s = [0], 0
+    while s < n:
+        e1 = int(np.searchsorted(cv, cv[s] + max_values, side="right")) - 1
+        e2 = int(np.searchsorted(cs, cs[s] + max_slices, side="right")) - 1
+        e = min(max(min(e1, e2), s + 1), n)
+        bounds.append(e)
+        s = e
+    return np.asarray(bounds, dtype=np.int64)
+
+
+def _slices_of(st: np.ndarray, of: np.ndarray) -> tuple[Slice, ...]:
+    """The run-length slices of one (small) operand."""
+    if st.size == 0:
+        return ()
+    starts = np.flatnonzero(_breaks(st, of))
+    ends = np.append(starts[1:], st.size)
+    return tuple(Slice(int(st[a]), int(of[a]), int(b - a)) for a, b in zip(starts.tolist(), ends.tolist()))
+
+
+def _round_div_const(a: np.ndarray, k: int) -> np.ndarray:
+    """round_half_away(a / k), k > 0, exact for int64 a."""
+    q, r = np.divmod(np.abs(a), np.int64(k))
+    q = q + (2 * r >= k)
+    return np.where(a < 0, -q, q)
+
+
+def _recip_int(a: np.ndarray, num: int, zero: int) -> tuple[np.ndarray, np.ndarray]:
+    """round_half_away(num / a) (a != 0), `zero` where a == 0; exact (0 < num < 2**62). Also the mask of values
+    with no int64 result (a == 0 with a `zero` outside int64)."""
+    d = np.abs(a)
+    safe = np.where(d == 0, 1, d)
+    q, r = np.divmod(np.int64(num), safe)
+    q = q + (2 * r >= safe)
+    out = np.where(a < 0, -q, q)
+    zeros = a == 0
+    fits = -(1 << 63) <= zero < (1 << 63)
+    out[zeros] = zero if fits else 0
+    return out, (zeros if not fits else np.zeros(a.shape, dtype=bool))
+
+
+def _sqrt_exec(a: np.ndarray, s: int) -> np.ndarray:
+    """The executor's sqrt at scale 2**s (`FixedPointProgram._sqrt_values`), as int64."""
+    from imo.circuits.fixed_point import round_half_away
+
+    m = 2.0**s
+    with np.errstate(invalid="ignore"):
+        f = m * np.sqrt(np.asarray(a, dtype=np.float64) / m)
+    return np.nan_to_num(round_half_away(f), nan=0.0).astype(np.int64)
 
 
 # ------------------------------------------------------------------ program
@@ -361,6 +455,19 @@ class OneStepWitness:
                         raise TraceDataError(f"table entry for input {a} not under the table root")
                     entries[a] = tv
             table = entries.__getitem__
+        if step.kind == StepKind.GATHER:
+            vv, dd = step.params[0], step.params[1]
+            idx = operands[0]
+            if len(self.table_proofs) != len(idx) or len(self.table_values) != len(idx) * dd:
+                raise TraceDataError("one table row per gathered index expected")
+            rows: dict[int, list[int]] = {}
+            for j, (a, proof) in enumerate(zip(idx, self.table_proofs)):
+                if 0 <= a < vv:
+                    row = [int(v) for v in self.table_values[j * dd : (j + 1) * dd]]
+                    if len(proof) != max(1, (vv - 1).bit_length()) or not merkle_verify(leaf_hash(row), a, proof, step.const_hash):
+                        raise TraceDataError(f"table row {a} not under the table root")
+                    rows[a] = row
+            table = rows.__getitem__
         return leaf_hash(evaluate_step(step, operands, const, boundary, table))
 
 
@@ -370,6 +477,8 @@ class StepProgram:
     def __init__(self) -> None:  # use StepProgram.build
         self.steps: list[Step] = []
         self.tables: dict[bytes, LookupTable] = {}
+        self.row_tables: dict[bytes, RowTable] = {}  # GATHER tables by root
+        self._tmp_slot = 0
         self._units: list[_Unit] = []
         self._weights: list[_Weight] = []
         self._step_unit: np.ndarray = np.zeros(0, dtype=np.int32)
@@ -399,6 +508,7 @@ class StepProgram:
         if len(fp._input_slots) != 1 or len(fp._output_slots) != 1:
             raise NotBisectable("a bisectable segment has one input and one output")
         steps = self.steps
+        self._tmp_slot = fp._n_slots  # trace-internal slots (materialized copies) after the executor's
         loc: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # slot -> (producer step, offset in its leaf), slot-shaped
         shapes: dict[int, tuple[int, ...]] = {}
 
@@ -431,70 +541,76 @@ class StepProgram:
         for op, (name, op_type) in zip(fp._trace_ops, fp._trace_nodes):
             if op is None:
                 raise NotBisectable(f"op {op_type} in node {name!r} has no one-step check")
-            kind = op.kind
-            if kind == "check":
-                continue
-            where = f"op {op_type} in node {name!r}"
-            if kind == "view":
-                st, of = loc[op.srcs[0]]
-                shape = tuple(int(d) for d in op.shape)
-                loc[op.dst] = (np.ascontiguousarray(op.index(st)), np.ascontiguousarray(op.index(of)))
-                shapes[op.dst] = shape
-                if loc[op.dst][0].shape != shape:
-                    raise NotBisectable(f"{where}: view gives shape {loc[op.dst][0].shape}, expected {shape}")
-                self._units.append(_Unit("view", op.srcs, op.dst, shape, index=op.index))
-                continue
-            shape = tuple(int(d) for d in (op.shape if op.shape is not None else shapes[op.srcs[0]]))
-            n = int(np.prod(shape, dtype=np.int64))
-            if kind == "gemm":
-                self._compile_gemm(op, shape, where, loc, shapes, steps)
-                continue
-            if kind in ("add", "mul", "rescale", "relu"):
-                operands = [gathered(s, shape) for s in op.srcs]
-                const = None
-                if op.const is not None:
-                    const = np.asarray(op.const)
-                    if const.dtype.kind == "f":
-                        if not np.all(np.trunc(const) == const):
-                            raise NotBisectable(f"{where}: non-integer constant")
-                    const = const.astype(np.int64)
-                u = _Unit(kind, op.srcs, op.dst, shape, params=tuple(int(p) for p in op.params), const=const)
-                bounds = cut(u, n, ELEMENTWISE_CHUNK, operands)
-                sl = [_chunk_slices(st, of, bounds) for st, of in operands]
-                cflat = np.ascontiguousarray(np.broadcast_to(const, shape)).reshape(-1) if const is not None else None
-                skind = {"add": StepKind.ADD, "mul": StepKind.MUL, "rescale": StepKind.RESCALE, "relu": StepKind.RELU}[kind]
-                params = u.params if kind in ("add", "rescale") else ()
-                if kind == "add" and len(params) != 2 or kind == "rescale" and len(params) != 1:
-                    raise NotBisectable(f"{where}: malformed {kind} declaration")
-                for j, (s, e) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
-                    ch = _const_hash(cflat[s:e]) if cflat is not None else ZERO
-                    steps.append(Step(skind, tuple(x[j] for x in sl), params, ch, e - s))
-                self._units.append(u)
-                continue
-            if kind == "lookup":
-                if limits.lookup is None:
-                    raise NotBisectable(f"{where}: a lookup needs the circuit's table range (settings with run_args.lookup_range and logrows)")
-                p0, p1 = (int(v) for v in limits.lookup)
-                if p1 - p0 + 1 > MAX_TABLE:
-                    raise NotBisectable(f"{where}: lookup table [{p0}, {p1}] has {p1 - p0 + 1} entries, more than {MAX_TABLE}")
-                with np.errstate(all="ignore"):
-                    try:
-                        tv = np.asarray(op.table(np.arange(p0, p1 + 1, dtype=np.int64)), dtype=np.float64)
-                    except OverflowError:
-                        tv = np.array([np.inf])
-                if not np.all(np.isfinite(tv)) or np.abs(tv).max(initial=0) >= 2.0**63 or not np.all(np.trunc(tv) == tv):
-                    raise NotBisectable(f"{where}: lookup table over [{p0}, {p1}] has values outside int64")
-                table = LookupTable.of(p0, tv.astype(np.int64))
-                self.tables[table.root] = table
-                u = _Unit("lookup", op.srcs, op.dst, shape, params=(p0, p1), table=table.root, fn=op.table)
-                bounds = cut(u, n, LOOKUP_CHUNK)
-                st, of = gathered(op.srcs[0], shape)
-                sl = _chunk_slices(st, of, bounds)
-                for j, (s, e) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
-                    steps.append(Step(StepKind.LOOKUP, (sl[j],), (p0, p1), table.root, e - s))
-                self._units.append(u)
-                continue
-            raise NotBisectable(f"{where} has no one-step check (declared as {kind!r})")
+            for op in (op.parts if op.kind == "seq" else (op,)):
+                kind = op.kind
+                if kind == "check":
+                    continue
+                where = f"op {op_type} in node {name!r}"
+                if kind == "view":
+                    st, of = loc[op.srcs[0]]
+                    shape = tuple(int(d) for d in op.shape)
+                    loc[op.dst] = (np.ascontiguousarray(op.index(st)), np.ascontiguousarray(op.index(of)))
+                    shapes[op.dst] = shape
+                    if loc[op.dst][0].shape != shape:
+                        raise NotBisectable(f"{where}: view gives shape {loc[op.dst][0].shape}, expected {shape}")
+                    self._units.append(_Unit("view", op.srcs, op.dst, shape, index=op.index))
+                    continue
+                shape = tuple(int(d) for d in (op.shape if op.shape is not None else shapes[op.srcs[0]]))
+                n = int(np.prod(shape, dtype=np.int64))
+                if kind == "gemm":
+                    self._compile_gemm(op, shape, where, loc, shapes, steps)
+                    continue
+                if kind in ("add", "mul", "rescale", "relu"):
+                    operands = [self._row_broadcast(s, shape, loc, shapes) or gathered(s, shape) for s in op.srcs]
+                    const = None
+                    if op.const is not None:
+                        const = np.asarray(op.const)
+                        if const.dtype.kind == "f":
+                            if not np.all(np.trunc(const) == const):
+                                raise NotBisectable(f"{where}: non-integer constant")
+                        const = const.astype(np.int64)
+                    u = _Unit(kind, op.srcs, op.dst, shape, params=tuple(int(p) for p in op.params), const=const)
+                    bounds = cut(u, n, ELEMENTWISE_CHUNK, operands)
+                    sl = [_chunk_slices(st, of, bounds) for st, of in operands]
+                    cflat = np.ascontiguousarray(np.broadcast_to(const, shape)).reshape(-1) if const is not None else None
+                    skind = {"add": StepKind.ADD, "mul": StepKind.MUL, "rescale": StepKind.RESCALE, "relu": StepKind.RELU}[kind]
+                    params = u.params if kind in ("add", "rescale") else ()
+                    if kind == "add" and len(params) != 2 or kind == "rescale" and len(params) != 1:
+                        raise NotBisectable(f"{where}: malformed {kind} declaration")
+                    for j, (s, e) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
+                        ch = _const_hash(cflat[s:e]) if cflat is not None else ZERO
+                        steps.append(Step(skind, tuple(x[j] for x in sl), params, ch, e - s))
+                    self._units.append(u)
+                    continue
+                if kind == "lookup":
+                    if limits.lookup is None:
+                        raise NotBisectable(f"{where}: a lookup needs the circuit's table range (settings with run_args.lookup_range and logrows)")
+                    p0, p1 = (int(v) for v in limits.lookup)
+                    if op.params:  # the op's inputs lie in a narrower range (Softmax's exp(x - max): x - max <= 0)
+                        p0, p1 = max(p0, int(op.params[0])), min(p1, int(op.params[1]))
+                    if p1 - p0 + 1 > MAX_TABLE:
+                        raise NotBisectable(f"{where}: lookup table [{p0}, {p1}] has {p1 - p0 + 1} entries, more than {MAX_TABLE}")
+                    with np.errstate(all="ignore"):
+                        try:
+                            tv = np.asarray(op.table(np.arange(p0, p1 + 1, dtype=np.int64)), dtype=np.float64)
+                        except OverflowError:
+                            tv = np.array([np.inf])
+                    if not np.all(np.isfinite(tv)) or np.abs(tv).max(initial=0) >= 2.0**63 or not np.all(np.trunc(tv) == tv):
+                        raise NotBisectable(f"{where}: lookup table over [{p0}, {p1}] has values outside int64")
+                    table = LookupTable.of(p0, tv.astype(np.int64))
+                    self.tables[table.root] = table
+                    u = _Unit("lookup", op.srcs, op.dst, shape, params=(p0, p1), table=table.root, fn=op.table)
+                    bounds = cut(u, n, LOOKUP_CHUNK)
+                    st, of = gathered(op.srcs[0], shape)
+                    sl = _chunk_slices(st, of, bounds)
+                    for j, (s, e) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
+                        steps.append(Step(StepKind.LOOKUP, (sl[j],), (p0, p1), table.root, e - s))
+                    self._units.append(u)
+                    continue
+                if kind in ("matmul", "sum", "max", "divc", "recip", "sqrt", "gather"):
+                    self._compile_transformer(op, kind, shape, n, where, loc, shapes, gathered)
+                    continue
+                raise NotBisectable(f"{where} has no one-step check (declared as {kind!r})")
 
         # OUTPUT
         out_slot = fp._output_slots[0]
@@ -547,6 +663,203 @@ class StepProgram:
         shapes[op.dst] = shape
         self._units.append(u)
 
+    # ---------------------------------------------------------------- transformer ops
+    def _new_tmp(self) -> int:
+        self._tmp_slot += 1
+        return self._tmp_slot
+
+    def _place(self, u: _Unit, bounds: np.ndarray, loc, shapes) -> None:
+        """Unit u's steps (already appended from u.first on) cover dst's flat values [bounds[j], bounds[j+1])."""
+        u.bounds = np.asarray(bounds, dtype=np.int64)
+        n = int(u.bounds[-1])
+        pos = np.arange(n)
+        local = np.searchsorted(u.bounds, pos, side="right") - 1
+        loc[u.dst] = ((u.first + local).astype(np.int32).reshape(u.shape),
+                      (pos - u.bounds[local]).astype(np.int32).reshape(u.shape))
+        shapes[u.dst] = u.shape
+        self._units.append(u)
+
+    def _materialize(self, src: int, index: Callable[[np.ndarray], np.ndarray], st: np.ndarray, of: np.ndarray,
+                     loc, shapes) -> tuple[np.ndarray, np.ndarray]:
+        """Copy values into contiguous leaves: REPEAT steps (L = 1) whose outputs are `index(src values)` flattened,
+        whose producers are (st, of) (flat); up to three passes, until leaves hold about `ELEMENTWISE_CHUNK` values.
+        Returns the producers of the copy (flat)."""
+        st, of = st.reshape(-1), of.reshape(-1)
+        n = st.size
+        for _ in range(3):
+            dst = self._new_tmp()
+            u = _Unit("repeat", (src,), dst, (n,), params=(1, 0), index=index)
+            bounds = _item_bounds(np.ones(n, dtype=np.int64), _breaks(st, of), ELEMENTWISE_CHUNK, MAX_STEP_SLICES - 1)
+            sl = _chunk_slices(st, of, bounds)
+            u.first = len(self.steps)
+            for j, (s, e) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
+                self.steps.append(Step(StepKind.REPEAT, (sl[j],), (1, 0), ZERO, e - s))
+            self._place(u, bounds, loc, shapes)
+            st, of = loc[dst]
+            src, index = dst, (lambda x: x)
+            if len(bounds) - 1 <= 1.5 * -(-n // ELEMENTWISE_CHUNK) + 1:
+                break
+        return st, of
+
+    def _row_broadcast(self, src: int, shape: tuple[int, ...], loc, shapes) -> tuple[np.ndarray, np.ndarray] | None:
+        """An operand broadcast along trailing axes (a row's mean, max or sum against the row), materialized by
+        REPEAT steps (each value repeated L times), so that an elementwise step reads it in a few slices; None when
+        `src` is not such a broadcast."""
+        sshape = tuple(shapes[src])
+        if sshape == tuple(shape) or len(sshape) > len(shape):
+            return None
+        pad = (1,) * (len(shape) - len(sshape)) + sshape
+        k = len(shape)
+        while k > 0 and pad[k - 1] == 1:
+            k -= 1
+        if pad[:k] != tuple(shape[:k]) or any(d != 1 for d in pad[k:]):
+            return None
+        ll = int(np.prod(shape[k:], dtype=np.int64))
+        st, of = (a.reshape(-1) for a in loc[src])
+        n = st.size * ll
+        if ll < 2 or n <= 2 * MAX_STEP_SLICES:  # small: one slice per value costs at most one more step
+            return None
+        dst = self._new_tmp()
+        u = _Unit("repeat", (src,), dst, tuple(shape), params=(ll,),
+                  index=lambda x, pad=pad, shape=tuple(shape): np.broadcast_to(x.reshape(pad), shape))
+        brk = np.zeros(n, dtype=np.int64)
+        brk[::ll] = _breaks(st, of)
+        bounds = _item_bounds(np.ones(n, dtype=np.int64), brk, ELEMENTWISE_CHUNK, MAX_STEP_SLICES - 1)
+        u.first = len(self.steps)
+        for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            r0, r1 = s // ll, (e - 1) // ll + 1
+            self.steps.append(Step(StepKind.REPEAT, (_slices_of(st[r0:r1], of[r0:r1]),), (ll, s % ll), ZERO, e - s))
+        self._place(u, bounds, loc, shapes)
+        sto, ofo = loc[dst]
+        return sto.reshape(-1), ofo.reshape(-1)
+
+    def _compile_transformer(self, op, kind: str, shape: tuple[int, ...], n: int, where: str, loc, shapes, gathered) -> None:
+        steps = self.steps
+        if kind in ("sum", "max"):
+            src = op.srcs[0]
+            st, of = loc[src]
+            axes = tuple(sorted(int(a) for a in op.params))
+            keep = [i for i in range(st.ndim) if i not in axes]
+            perm = tuple(keep + list(axes))
+            ll = int(np.prod([st.shape[i] for i in axes], dtype=np.int64))
+            if not 1 <= ll <= MAX_REDUCE_ROW or st.size != ll * n:
+                raise NotBisectable(f"{where}: a reduction over {ll} values per row")
+            index = lambda x, perm=perm: x.transpose(perm)  # noqa: E731
+            stp, ofp = index(st).reshape(-1), index(of).reshape(-1)
+            row_sl = _breaks(stp, ofp).reshape(n, ll).sum(axis=1) if n else np.zeros(0, np.int64)
+            if n and row_sl.max() > MAX_STEP_SLICES - 1:
+                stp, ofp = self._materialize(src, index, stp, ofp, loc, shapes)
+                row_sl = _breaks(stp, ofp).reshape(n, ll).sum(axis=1)
+            rb = _item_bounds(np.full(n, ll, dtype=np.int64), row_sl, max(REDUCE_CHUNK, ll), MAX_STEP_SLICES - 1) \
+                if n else np.zeros(1, dtype=np.int64)
+            sl = _chunk_slices(stp, ofp, rb * ll)
+            u = _Unit(kind, op.srcs, op.dst, shape, params=axes)
+            u.first = len(steps)
+            skind = StepKind.SUM if kind == "sum" else StepKind.MAX
+            for j, (s, e) in enumerate(zip(rb[:-1].tolist(), rb[1:].tolist())):
+                steps.append(Step(skind, (sl[j],), (ll,), ZERO, e - s))
+            self._place(u, rb, loc, shapes)
+            return
+        if kind in ("divc", "recip", "sqrt"):
+            params = tuple(int(p) for p in op.params)
+            if kind == "divc" and not (len(params) == 1 and 0 < params[0] < 1 << 62):
+                raise NotBisectable(f"{where}: divisor {params}")
+            if kind == "recip" and not (len(params) == 2 and 0 < params[0] < 1 << 52 and params[0] & (params[0] - 1) == 0):
+                raise NotBisectable(f"{where}: the executor's f64 reciprocal of {params[:1]} is exact only for a power of two below 2^52")
+            if kind == "sqrt" and not (len(params) == 1 and 0 <= params[0] <= 64):
+                raise NotBisectable(f"{where}: sqrt at scale {params}")
+            operands = [gathered(op.srcs[0], shape)]
+            bounds = _chunk_bounds(n, SQRT_CHUNK if kind == "sqrt" else ELEMENTWISE_CHUNK, operands)
+            sl = _chunk_slices(*operands[0], bounds)
+            u = _Unit(kind, op.srcs, op.dst, shape, params=params)
+            u.first = len(steps)
+            skind = {"divc": StepKind.DIVC, "recip": StepKind.RECIP, "sqrt": StepKind.SQRT}[kind]
+            for j, (s, e) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
+                steps.append(Step(skind, (sl[j],), params, ZERO, e - s))
+            self._place(u, bounds, loc, shapes)
+            return
+        if kind == "gather":
+            axis = int(op.params[0]) if op.params else 0
+            table = np.asarray(op.const)
+            if axis != 0 or table.ndim < 1 or table.dtype.kind not in "iuf" or (table.dtype.kind == "f" and not np.all(np.trunc(table) == table)):
+                raise NotBisectable(f"{where}: only a Gather of integer table rows (axis 0) has a one-step check")
+            vv = table.shape[0]
+            dd = int(np.prod(table.shape[1:], dtype=np.int64))
+            if dd == 0 or dd > 2 * ELEMENTWISE_CHUNK:  # a row is one leaf: readers prove whole leaves
+                raise NotBisectable(f"{where}: table rows of {dd} values")
+            rt = RowTable.of(table.reshape(vv, dd).astype(np.int64))
+            self.row_tables[rt.root] = rt
+            st, of = (a.reshape(-1) for a in loc[op.srcs[0]])
+            m = st.size
+            if m * dd != n:
+                raise NotBisectable(f"{where}: {m} indices of rows of {dd} values do not give shape {shape}")
+            rps = max(1, ELEMENTWISE_CHUNK // dd)
+            ib = _item_bounds(np.ones(m, dtype=np.int64), _breaks(st, of), rps, MAX_STEP_SLICES - 1) if m else np.zeros(1, np.int64)
+            sl = _chunk_slices(st, of, ib)
+            u = _Unit("gather", op.srcs, op.dst, shape, params=(vv, dd), table=rt.root)
+            u.first = len(steps)
+            for j, (s, e) in enumerate(zip(ib[:-1].tolist(), ib[1:].tolist())):
+                steps.append(Step(StepKind.GATHER, (sl[j],), (vv, dd), rt.root, (e - s) * dd))
+            self._place(u, ib * dd, loc, shapes)
+            return
+        # matmul of two activations
+        sa, sb = op.srcs
+        sta, ofa = loc[sa]
+        stb, ofb = loc[sb]
+        if sta.ndim < 2 or stb.ndim < 2 or len(shape) < 2:
+            raise NotBisectable(f"{where}: a MatMul of vectors")
+        mm, kk = sta.shape[-2:]
+        k2, nn = stb.shape[-2:]
+        batch = tuple(shape[:-2])
+        nb = int(np.prod(batch, dtype=np.int64))
+        if kk != k2 or tuple(shape) != batch + (mm, nn) or not 1 <= kk <= MAX_GEMM_K:
+            raise NotBisectable(f"{where}: MatMul {sta.shape} @ {stb.shape} -> {shape}")
+        idx_a = lambda x, s=batch + (mm, kk): np.broadcast_to(x, s)  # noqa: E731
+        idx_b = lambda x, s=batch + (kk, nn): np.swapaxes(np.broadcast_to(x, s), -1, -2)  # noqa: E731
+        a_st, a_of = (np.ascontiguousarray(idx_a(x)).reshape(-1) for x in (sta, ofa))
+        b_st, b_of = (np.ascontiguousarray(idx_b(x)).reshape(-1) for x in (stb, ofb))
+
+        def row_sl(st_, of_, rows):
+            return _breaks(st_, of_).reshape(rows, kk).sum(axis=1)
+
+        a_sl = row_sl(a_st, a_of, nb * mm)
+        if a_sl.max(initial=0) > MATMUL_A_SLICES:
+            a_st, a_of = self._materialize(sa, idx_a, a_st, a_of, loc, shapes)
+            a_sl = row_sl(a_st, a_of, nb * mm)
+        a_max = int(a_sl.max(initial=0))
+        t0 = max(1, min(nn, MAX_GEMM_MACS // kk))
+
+        def fit(b_sl) -> int:
+            per = b_sl.reshape(nb, nn)
+            t = t0
+            while True:
+                tiles = np.add.reduceat(per, np.arange(0, nn, t), axis=1) if nn else np.zeros((nb, 1), np.int64)
+                if int(tiles.max(initial=0)) + a_max <= MAX_STEP_SLICES or t == 1:
+                    return t if int(tiles.max(initial=0)) + a_max <= MAX_STEP_SLICES else 0
+                t = max(1, t // 2)
+
+        b_sl = row_sl(b_st, b_of, nb * nn)
+        t = fit(b_sl)
+        if t < t0:
+            b_st, b_of = self._materialize(sb, idx_b, b_st, b_of, loc, shapes)
+            t = fit(row_sl(b_st, b_of, nb * nn))
+        if t == 0:
+            raise NotBisectable(f"{where}: a MatMul tile needs more than {MAX_STEP_SLICES} operand slices")
+        rows = _chunk_slices(a_st, a_of, np.arange(0, nb * mm * kk + 1, kk))
+        col0 = list(range(0, nn, t))
+        tb = (np.arange(nb).reshape(-1, 1) * nn * kk + np.asarray(col0).reshape(1, -1) * kk).reshape(-1)
+        tiles = _chunk_slices(b_st, b_of, np.append(tb, nb * nn * kk))
+        widths = [min(t, nn - c) for c in col0]
+        u = _Unit("matmul", op.srcs, op.dst, shape, params=(nb,), gemm=(mm, kk, nn, t))
+        u.first = len(steps)
+        for b in range(nb):
+            for i in range(mm):
+                ra = rows[b * mm + i]
+                for j, w in enumerate(widths):
+                    steps.append(Step(StepKind.MATMUL, (ra, tiles[b * len(col0) + j]), (kk, w), ZERO, w))
+        bounds = (np.arange(nb * mm).reshape(-1, 1) * nn + np.asarray(col0).reshape(1, -1)).reshape(-1)
+        self._place(u, np.append(bounds, nb * mm * nn), loc, shapes)
+
     # ---------------------------------------------------------------- facts
     @property
     def n_steps(self) -> int:
@@ -571,7 +884,8 @@ class StepProgram:
     @property
     def macs(self) -> int:
         """Multiply-accumulates of the segment's GEMMs."""
-        return sum(u.gemm[0] * u.gemm[1] * u.gemm[2] for u in self._units if u.kind == "gemm")
+        return sum(u.gemm[0] * u.gemm[1] * u.gemm[2] * (u.params[0] if u.kind == "matmul" else 1)
+                   for u in self._units if u.kind in ("gemm", "matmul"))
 
     def stats(self) -> dict[str, Any]:
         """What bounds a one-step proof of this program: step counts per kind, the most operand slices (leaves with
@@ -633,6 +947,9 @@ class StepProgram:
         const = self.step_const(i)
         table = self.table(i)
         fn = (lambda x: int(table.values[x - table.p0])) if table is not None else None
+        if step.kind == StepKind.GATHER:
+            rows = self.row_tables[step.const_hash].rows
+            fn = lambda x: rows[x].tolist()  # noqa: E731
         return evaluate_step(step, self.operands(trace, i), None if const is None else const.ravel().tolist(), boundary, fn)
 
     # ---------------------------------------------------------------- execute
@@ -658,6 +975,8 @@ class StepProgram:
             elif u.kind == "gemm":
                 m, k, n, _ = u.gemm
                 out = _exact_matmul(vals[u.srcs[0]].reshape(m, k), self._weights[u.weight]).reshape(u.shape)
+            elif u.kind in ("repeat", "matmul", "sum", "max", "divc", "recip", "sqrt", "gather"):
+                out = self._execute_transformer(u, vals, poisoned)
             elif u.kind == "lookup":
                 a = vals[u.srcs[0]]
                 table = self.tables[u.table]
@@ -701,6 +1020,47 @@ class StepProgram:
         leaves = [POISON if i in bad else leaf_hash(v) for i, v in enumerate(values)]
         return Trace(values, leaves, MerkleTree(leaves), sorted(bad))
 
+    def _execute_transformer(self, u: _Unit, vals: dict[int, np.ndarray], poisoned: list[int]) -> np.ndarray:
+        a = vals[u.srcs[0]]
+        if u.kind == "repeat":
+            return np.ascontiguousarray(u.index(a), dtype=np.int64).reshape(u.shape)
+        if u.kind == "matmul":
+            b = vals[u.srcs[1]]
+            bound = float(np.abs(a).max(initial=0)) * float(np.abs(b).max(initial=0)) * u.gemm[1]
+            if bound < _F64_EXACT:
+                out = np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
+            else:
+                if bound >= float(2**62):
+                    raise OverflowError("MATMUL accumulator exceeds int64")
+                out = np.matmul(a.astype(np.int64), b.astype(np.int64))
+            return out.reshape(u.shape)
+        if u.kind == "sum":
+            return a.sum(axis=u.params, keepdims=True, dtype=np.int64).reshape(u.shape)
+        if u.kind == "max":
+            return a.max(axis=u.params, keepdims=True).astype(np.int64).reshape(u.shape)
+        flat = a.reshape(-1).astype(np.int64)
+        bad = None
+        if u.kind == "divc":
+            out = _round_div_const(flat, u.params[0])
+        elif u.kind == "recip":
+            out, bad = _recip_int(flat, u.params[0], u.params[1])
+        elif u.kind == "sqrt":
+            out = _sqrt_exec(flat, u.params[0])
+        else:  # gather
+            rt = self.row_tables[u.table]
+            vv, dd = u.params
+            inside = (flat >= 0) & (flat < vv)
+            out = rt.rows[np.clip(flat, 0, vv - 1)].reshape(-1)
+            bad = np.repeat(~inside, dd)
+        if bad is not None and bad.any():
+            chunks = np.unique(np.searchsorted(u.bounds, np.flatnonzero(bad), side="right") - 1)
+            poisoned.extend((u.first + chunks).tolist())
+        return np.ascontiguousarray(out, dtype=np.int64).reshape(u.shape)
+
+    def row_table(self, i: int) -> RowTable | None:
+        step = self.steps[i]
+        return self.row_tables[step.const_hash] if step.kind == StepKind.GATHER else None
+
     # ---------------------------------------------------------------- one step
     def one_step(self, trace: Trace | MerkleTree | PatchedTree | _ProofSource, i: int, input_boundary: bytes = b"",
                  output_boundary: bytes = b"", values: Trace | None = None) -> OneStepWitness:
@@ -733,6 +1093,16 @@ class StepProgram:
                     tp.append(table.tree.proof(a - table.p0))
                 else:
                     tv.append(0)
+                    tp.append([])
+        elif step.kind == StepKind.GATHER:
+            rt = self.row_tables[step.const_hash]
+            vv, dd = step.params[0], step.params[1]
+            for a in self.operands(values, i)[0]:
+                if 0 <= a < vv:
+                    tv += rt.rows[a].tolist()
+                    tp.append(rt.tree.proof(a))
+                else:
+                    tv += [0] * dd
                     tp.append([])
         return OneStepWitness(i, step, self.tree.proof(i), leaves, proofs, int_pack(const) if const is not None else b"",
                               boundary, tv, tp)

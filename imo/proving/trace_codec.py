@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from math import isqrt
 from typing import Callable, Sequence
 
 import numpy as np
@@ -129,6 +130,19 @@ class StepKind(IntEnum):
     RESCALE = 5  # out = round_half_away(a / 2**p0)
     RELU = 6  # out = max(a, 0)
     LOOKUP = 7  # out = table[a - p0] with p0 <= a <= p1; constHash is the table's Merkle root
+    # transformer kinds (a MatMul of two activations, Softmax, LayerNorm, an embedding's Gather)
+    MATMUL = 8  # out[t] = sum_k a[k] * b[t*K + k]; p = [K, T]; b = T columns of the right operand, each K values
+    SUM = 9  # out[r] = sum(a[r*L : (r+1)*L]); p = [L], L >= 1, len(a) = L * outCount
+    MAX = 10  # out[r] = max(a[r*L : (r+1)*L]); p = [L], L >= 1, len(a) = L * outCount
+    DIVC = 11  # out = round_half_away(a / p0), 0 < p0 < 2**128
+    RECIP = 12  # out = round_half_away(p0 / a) (a != 0), p1 where a == 0; 0 < p0 < 2**128
+    SQRT = 13  # out = round_half_away(f64(sqrt(f64(a) * 2**p0))) (IEEE-754, exact integer emulation); a <= 0 -> 0
+    REPEAT = 14  # out[i] = a[(p1 + i) // p0]; p = [L, off], 1 <= L, 0 <= off < L (L = 1, off = 0: a copy)
+    GATHER = 15  # out = rows a[0], a[1], ... of a (V, D) table; p = [V, D]; constHash is the Merkle root of its rows
+
+
+TRANSFORMER_KINDS = frozenset(k for k in StepKind if k >= StepKind.MATMUL)
+"""Kinds that only transformer segments use (the classic MLP kinds are INPUT..LOOKUP)."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +179,56 @@ class Step:
     def hash(self) -> bytes:
         """The program-tree leaf: keccak256(abi.encode(step))."""
         return keccak(self.encode())
+
+
+def round_half_away_div(n: int, d: int) -> int:
+    """round_half_away(n / d) for integers, d != 0 (exact)."""
+    q, r = divmod(abs(n), abs(d))
+    q += 2 * r >= abs(d)
+    return q if (n >= 0) == (d > 0) or q == 0 else -q
+
+
+def _f64_round(x: int) -> tuple[int, int]:
+    """The IEEE-754 double nearest to the integer x >= 0 (ties to even), as (mantissa, exponent): m * 2**e."""
+    n = x.bit_length()
+    if n <= 53:
+        return x, 0
+    sh = n - 53
+    m, low = x >> sh, x & ((1 << sh) - 1)
+    half = 1 << (sh - 1)
+    if low > half or (low == half and m & 1):
+        m += 1
+    return m, sh
+
+
+def sqrt_f64_round(a: int, s: int) -> int:
+    """The canonical executor's sqrt at scale 2**s (``round_half_away(m * sqrt(f64(a) / m))``, f64, NaN -> 0), in
+    exact integer arithmetic: f64(a) is a rounded to 53 bits (ties to even), sqrt is correctly rounded (IEEE-754),
+    scaling by a power of two is exact and round_half_away is taken of the double. Equal to numpy's for every int64 a
+    and 0 <= s <= 64 (tests/test_trace_transformer.py)."""
+    if a <= 0:
+        return 0
+    m, e = _f64_round(a)
+    x_num, x_exp = m, e + s  # X = m * 2**(e + s) >= 1; sqrt(X) in [2**52, 2**53) * 2**-k for the k below
+    # scale X by 4**k so that isqrt has >= 55 bits, then round to 53 significant bits with a sticky bit
+    if x_exp % 2:
+        x_num, x_exp = x_num << 1, x_exp - 1
+    half_exp = x_exp // 2  # X = x_num * 4**half_exp
+    k = max(0, 56 - (x_num.bit_length() + 1) // 2)
+    big = x_num << (2 * k)
+    y = isqrt(big)
+    sticky = y * y != big
+    n = y.bit_length()
+    sh = n - 53
+    mant, low = y >> sh, y & ((1 << sh) - 1)
+    half = 1 << (sh - 1)
+    if low > half or (low == half and (sticky or mant & 1)):
+        mant += 1
+    # sqrt(X) ~= mant * 2**(sh - k + half_exp); round half away of that (positive)
+    e2 = sh - k + half_exp
+    if e2 >= 0:
+        return mant << e2
+    return (mant + (1 << (-e2 - 1))) >> -e2
 
 
 def _round_half_away_shift(x: int, shift: int) -> int:
@@ -223,11 +287,60 @@ def evaluate_step(
         if bad:
             raise TraceDataError(f"LOOKUP: input {bad[0]} outside the table [{p[0]}, {p[1]}]")
         out = [table(x) for x in a]
+    elif k == StepKind.MATMUL:
+        kk, tt = p[0], p[1]
+        b = list(operands[1]) if len(operands) > 1 else []
+        if kk < 0 or tt != n or len(a) != kk or len(b) != kk * tt:
+            raise TraceDataError("MATMUL: operand sizes differ from [K, T] or T from outCount")
+        out = [sum(a[i] * b[t * kk + i] for i in range(kk)) for t in range(tt)]
+    elif k in (StepKind.SUM, StepKind.MAX):
+        ll = p[0]
+        if not 1 <= ll < 1 << 31 or len(a) != ll * n:
+            raise TraceDataError(f"{k.name}: {len(a)} inputs are not {n} rows of {ll}")
+        red = sum if k == StepKind.SUM else max
+        out = [red(a[r * ll : (r + 1) * ll]) for r in range(n)]
+    elif k == StepKind.DIVC:
+        if not 0 < p[0] < 1 << 128:
+            raise TraceDataError("DIVC: divisor outside (0, 2**128)")
+        out = [round_half_away_div(x, p[0]) for x in a]
+    elif k == StepKind.RECIP:
+        if not 0 < p[0] < 1 << 128:
+            raise TraceDataError("RECIP: numerator outside (0, 2**128)")
+        out = [round_half_away_div(p[0], x) if x else p[1] for x in a]
+    elif k == StepKind.SQRT:
+        if not 0 <= p[0] <= 64:
+            raise TraceDataError("SQRT: scale outside [0, 64]")
+        out = [sqrt_f64_round(x, p[0]) for x in a]
+    elif k == StepKind.REPEAT:
+        ll, off = p[0], p[1]
+        if ll < 1 or not 0 <= off < ll or len(a) != ((off + n - 1) // ll + 1 if n else 0):
+            raise TraceDataError("REPEAT: operand length differs from [L, off] and outCount")
+        out = [a[(off + i) // ll] for i in range(n)]
+    elif k == StepKind.GATHER:
+        vv, dd = p[0], p[1]
+        if table is None:
+            raise TraceDataError("GATHER: no table")
+        if dd < 0 or len(a) * dd != n:
+            raise TraceDataError("GATHER: outCount is not rows times D")
+        bad = [x for x in a if not 0 <= x < vv]
+        if bad:
+            raise TraceDataError(f"GATHER: index {bad[0]} outside [0, {vv})")
+        out = []
+        for x in a:
+            row = list(table(x))
+            if len(row) != dd:
+                raise TraceDataError("GATHER: a table row is not D values")
+            out += row
     else:  # pragma: no cover - IntEnum covers every kind
         raise TraceDataError(f"unknown step kind {k}")
     if len(out) != n:
         raise TraceDataError(f"{k.name}: {len(out)} outputs, descriptor says {n}")
     return out
+
+
+def rows_tree(rows: Sequence[Sequence[int]]) -> MerkleTree:
+    """A GATHER table's tree: row j is leaf_hash(row j)."""
+    return MerkleTree([leaf_hash(r) for r in rows])
 
 
 def table_tree(values: Sequence[int]) -> MerkleTree:

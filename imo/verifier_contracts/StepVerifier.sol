@@ -64,6 +64,15 @@ contract StepVerifier {
     uint256 internal constant RESCALE = 5;
     uint256 internal constant RELU = 6;
     uint256 internal constant LOOKUP = 7;
+    // transformer kinds (trace_codec.StepKind 8..15)
+    uint256 internal constant MATMUL = 8;
+    uint256 internal constant SUM = 9;
+    uint256 internal constant MAX = 10;
+    uint256 internal constant DIVC = 11;
+    uint256 internal constant RECIP = 12;
+    uint256 internal constant SQRT = 13;
+    uint256 internal constant REPEAT = 14;
+    uint256 internal constant GATHER = 15;
     /// @dev ADD params must stay below this magnitude (|value| < 2^63, so |a*p0 + b*p1| < 2^255 never wraps).
     int256 internal constant MAX_ADD_PARAM = int256(1) << 190;
 
@@ -106,6 +115,7 @@ contract StepVerifier {
         (valid, out) = _evaluate(s, ops, c, p.boundary, p.tableValues);
         if (!valid) return (false, bytes32(0));
         if (kind == LOOKUP) _checkTable(p, ops);
+        if (kind == GATHER) _checkRows(p, ops);
         (valid, leaf) = TraceCodec.packHash(out);
     }
 
@@ -243,6 +253,8 @@ contract StepVerifier {
             }
             if (table.length != a.length) revert StepTableMismatch(table.length);
             out = table;
+        } else if (kind >= MATMUL && kind <= GATHER) {
+            (valid, out) = _transformer(s, ops, table);
         } else {
             revert StepMalformed(kind);
         }
@@ -346,5 +358,188 @@ contract StepVerifier {
             uint256 q = ((x >= 0 ? uint256(x) : uint256(-x)) + half) >> sh;
             out[i] = x >= 0 ? int256(q) : -int256(q);
         }
+    }
+
+    // ---------------------------------------------------------------- transformer kinds
+
+    /// @dev Every GATHER output row is the table row of its index, proven under the table root `constHash`
+    /// (leaf = keccak256(int_pack(row))) by a proof of the tree's full depth (a 64-byte row must not pose as an inner
+    /// node).
+    function _checkRows(StepProof calldata p, int256[][] memory ops) private pure {
+        int256[] memory a = ops.length > 0 ? ops[0] : new int256[](0);
+        if (p.tableProofs.length != a.length) revert StepTableMismatch(p.tableProofs.length);
+        uint256 d = uint256(p.step.params[1]); // 0 <= D and a.length * D == tableValues.length were checked
+        uint256 depth = a.length > 0 ? TraceCodec.depthOf(uint256(p.step.params[0])) : 0; // V > a[i] >= 0
+        for (uint256 i = 0; i < a.length; ++i) {
+            if (p.tableProofs[i].length != depth) revert StepTableMismatch(i);
+            int256[] memory row = new int256[](d);
+            for (uint256 j = 0; j < d; ++j) {
+                row[j] = p.tableValues[i * d + j];
+            }
+            (bool fits, bytes32 h) = TraceCodec.packHash(row);
+            if (!fits || !TraceCodec.verify(h, uint256(a[i]), p.tableProofs[i], p.step.constHash)) revert StepTableMismatch(i);
+        }
+    }
+
+    /// @dev `trace_codec.evaluate_step` for MATMUL .. GATHER.
+    function _transformer(StepDesc calldata s, int256[][] memory ops, int256[] calldata table)
+        private
+        pure
+        returns (bool, int256[] memory out)
+    {
+        uint256 kind = s.kind;
+        uint256 n = s.outCount;
+        int256[] memory a = ops.length > 0 ? ops[0] : new int256[](0);
+        if (kind == MATMUL) {
+            _need(s.params, 2, kind);
+            int256[] memory b = ops.length > 1 ? ops[1] : new int256[](0);
+            (int256 kk, int256 tt) = (s.params[0], s.params[1]);
+            if (kk < 0 || tt != int256(n) || uint256(kk) != a.length || b.length != a.length * n) return (false, out);
+            return (true, _matmul(a, b, n));
+        }
+        if (kind == SUM || kind == MAX) {
+            _need(s.params, 1, kind);
+            int256 ll = s.params[0];
+            if (ll < 1 || ll > type(int32).max || a.length != uint256(ll) * n) return (false, out);
+            out = new int256[](n);
+            uint256 l = uint256(ll);
+            for (uint256 r = 0; r < n; ++r) {
+                int256 acc = a[r * l];
+                for (uint256 j = 1; j < l; ++j) {
+                    int256 v = a[r * l + j];
+                    if (kind == SUM) acc += v;
+                    else if (v > acc) acc = v;
+                }
+                out[r] = acc;
+            }
+            return (true, out);
+        }
+        if (kind == DIVC || kind == RECIP) {
+            _need(s.params, kind == DIVC ? 1 : 2, kind);
+            int256 c = s.params[0];
+            if (c <= 0 || c >= int256(1) << 128) return (false, out);
+            out = new int256[](a.length);
+            for (uint256 i = 0; i < a.length; ++i) {
+                if (kind == DIVC) out[i] = _roundDiv(a[i], c);
+                else out[i] = a[i] == 0 ? s.params[1] : _roundDiv(c, a[i]);
+            }
+            return (true, out);
+        }
+        if (kind == SQRT) {
+            _need(s.params, 1, kind);
+            int256 sc = s.params[0];
+            if (sc < 0 || sc > 64) return (false, out);
+            out = new int256[](a.length);
+            for (uint256 i = 0; i < a.length; ++i) {
+                out[i] = a[i] <= 0 ? int256(0) : _sqrtF64(uint256(a[i]), uint256(sc));
+            }
+            return (true, out);
+        }
+        if (kind == REPEAT) {
+            _need(s.params, 2, kind);
+            (int256 ll, int256 off) = (s.params[0], s.params[1]);
+            if (ll < 1 || off < 0 || off >= ll) return (false, out);
+            uint256 l = uint256(ll);
+            uint256 o = uint256(off);
+            if (a.length != (n == 0 ? 0 : (o + n - 1) / l + 1)) return (false, out);
+            out = new int256[](n);
+            for (uint256 i = 0; i < n; ++i) {
+                out[i] = a[(o + i) / l];
+            }
+            return (true, out);
+        }
+        // GATHER
+        _need(s.params, 2, kind);
+        (int256 vv, int256 dd) = (s.params[0], s.params[1]);
+        if (dd < 0 || (a.length != 0 && uint256(dd) > n) || a.length * uint256(dd) != n) return (false, out);
+        for (uint256 i = 0; i < a.length; ++i) {
+            if (a[i] < 0 || a[i] >= vv) return (false, out);
+        }
+        if (table.length != n) revert StepTableMismatch(table.length);
+        return (true, table);
+    }
+
+    /// @dev out[t] = sum_k a[k] * b[t*K + k]; |values| < 2^63 and K < 2^32, so no sum wraps.
+    function _matmul(int256[] memory a, int256[] memory b, uint256 tt) private pure returns (int256[] memory out) {
+        out = new int256[](tt);
+        uint256 kk = a.length;
+        assembly ("memory-safe") {
+            let ap := add(a, 0x20)
+            let bp := add(b, 0x20)
+            let op := add(out, 0x20)
+            for { let t := 0 } lt(t, tt) { t := add(t, 1) } {
+                let col := add(bp, shl(5, mul(t, kk)))
+                let acc := 0
+                for { let k := 0 } lt(k, kk) { k := add(k, 1) } {
+                    acc := add(acc, mul(mload(add(ap, shl(5, k))), mload(add(col, shl(5, k)))))
+                }
+                mstore(add(op, shl(5, t)), acc)
+            }
+        }
+    }
+
+    /// @dev round_half_away(x / d) for d != 0, |x|, |d| < 2^128.
+    function _roundDiv(int256 x, int256 d) private pure returns (int256) {
+        uint256 ax = x >= 0 ? uint256(x) : uint256(-x);
+        uint256 ad = d >= 0 ? uint256(d) : uint256(-d);
+        uint256 q = ax / ad;
+        if (2 * (ax % ad) >= ad) ++q;
+        return (x >= 0) == (d > 0) ? int256(q) : -int256(q);
+    }
+
+    function _bitlen(uint256 x) private pure returns (uint256 n) {
+        for (uint256 sh = 128; sh > 0; sh >>= 1) {
+            if (x >> sh != 0) {
+                x >>= sh;
+                n += sh;
+            }
+        }
+        if (x != 0) ++n;
+    }
+
+    /// @dev floor(sqrt(x)), Newton's method from above.
+    function _isqrt(uint256 x) private pure returns (uint256 r) {
+        if (x == 0) return 0;
+        r = uint256(1) << ((_bitlen(x) + 1) / 2);
+        while (true) {
+            uint256 nr = (r + x / r) >> 1;
+            if (nr >= r) return r;
+            r = nr;
+        }
+    }
+
+    /// @dev `trace_codec.sqrt_f64_round(a, s)` for 0 < a < 2^63: the executor's f64 round(m * sqrt(a / m)), m = 2^s,
+    /// in integers: a rounded to a double (53 bits, ties to even), its square root correctly rounded, rounded half
+    /// away from zero.
+    function _sqrtF64(uint256 a, uint256 sc) private pure returns (int256) {
+        uint256 m = a;
+        uint256 e;
+        uint256 nbits = _bitlen(a);
+        if (nbits > 53) {
+            e = nbits - 53;
+            m = a >> e;
+            uint256 low = a & ((uint256(1) << e) - 1);
+            uint256 half = uint256(1) << (e - 1);
+            if (low > half || (low == half && m & 1 == 1)) ++m;
+        }
+        uint256 xexp = e + sc;
+        if (xexp % 2 == 1) {
+            m <<= 1;
+            xexp -= 1;
+        }
+        uint256 hb = (_bitlen(m) + 1) / 2;
+        uint256 k = hb < 56 ? 56 - hb : 0;
+        uint256 big = m << (2 * k);
+        uint256 y = _isqrt(big);
+        bool sticky = y * y != big;
+        uint256 sh = _bitlen(y) - 53;
+        uint256 mant = y >> sh;
+        uint256 lowy = y & ((uint256(1) << sh) - 1);
+        uint256 halfy = uint256(1) << (sh - 1);
+        if (lowy > halfy || (lowy == halfy && (sticky || mant & 1 == 1))) ++mant;
+        int256 e2 = int256(sh) - int256(k) + int256(xexp / 2);
+        if (e2 >= 0) return int256(mant << uint256(e2)); // < 2^118: an out-of-int64 value fails the packing
+        uint256 ne = uint256(-e2);
+        return int256((mant + (uint256(1) << (ne - 1))) >> ne);
     }
 }
