@@ -37,15 +37,19 @@ def test_plan_is_a_zk_then_op_hybrid_with_public_op_boundaries(demo):
     assert demo["plan"]["terms"]["challenge_window_s"] >= demo["plan"]["dispute_costs"]["min_window_s"]
 
 
-def test_a_forged_proof_and_a_wrong_output_are_slashed_and_every_request_finalized(demo):
-    assert demo["fraud_caught"] == 2
-    forged, lied = demo["fraud"]
+def test_a_forged_proof_a_wrong_output_and_a_lie_inside_a_trace_are_slashed_and_every_request_finalized(demo):
+    assert demo["fraud_caught"] == 3
+    forged, lied, gamed = demo["fraud"]
     assert forged["kind"] == "invalid zk proof" and lied["kind"] == "wrong output, unanswered dispute"
+    assert gamed["kind"] == "wrong op segment, bisection game" and gamed["segment"] == 2
+    assert gamed["rounds"] == (gamed["steps"] - 1).bit_length() and 0 <= gamed["disputed_step"] < gamed["steps"]
+    assert gamed["transactions"] == 2 * gamed["rounds"] + 2  # open, root, choices and reveals, the step
+    assert 0 < gamed["max_tx_gas"] <= 5_000_000
     for f in demo["fraud"]:
         assert f["to_challenger_wei"] + f["to_token_wei"] == f["bond_slashed_wei"] and f["to_token_wei"] > 0
     assert sum(r["model"] == "mlp" for r in demo["requests"]) >= 5
     assert all(r["status"] == "finalized" for r in demo["requests"])
-    assert {r["id"] for r in demo["requests"] if r["disputed"]} == {forged["request"], lied["request"]}
+    assert {r["id"] for r in demo["requests"] if r["disputed"]} == {forged["request"], lied["request"], gamed["request"]}
 
 
 def test_holders_claim_exactly_their_share_of_fees_and_slashed_bonds(demo):

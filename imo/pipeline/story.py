@@ -8,8 +8,10 @@ claim is checked on chain.
    free after the first run), register it with windows and a bond that fit what a dispute costs.
 3. Paid requests on held-out digits answered by an honest OracleNode (commit, then reveal with the posted zk proof
    and the public boundaries); a forger's corrupted zk proof is slashed at once with `disputeProof`; a liar's wrong
-   output is disputed with an ezkl proof of the op segment, left unanswered and resolved: half of each bond to the
-   challenger, half to the token; both requests are re-answered honestly for their escrowed fees.
+   output is disputed with an ezkl proof of the op segment, left unanswered and resolved; the liar's next lie, one
+   value an op segment outputs, is caught by a challenger with no prover at all, which bisects the liar's execution
+   trace down to one step recomputed in the EVM (the bisection game). Half of each bond to the challenger,
+   half to the token; the three requests are re-answered honestly for their escrowed fees.
 4. The windows pass; the challenger finalizes every result; fees and slashed halves reach the token; a snapshot;
    the three holders claim exactly their pro-rata share. The protocol gas of one request is reported.
 5. The `gen` model draws a digit for a public prompt (label + seed) through the oracle; the finalized image is
@@ -247,7 +249,7 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
         # ------------------------------------------------------------ 3. requests, fraud, disputes
         token_start = s.balance(dep.token)
         inbox = Inbox({})
-        xs = _calibration(cached_export(model).onnx_path, plan.segments[0].input_shape)[: honest_requests + 2]
+        xs = _calibration(cached_export(model).onnx_path, plan.segments[0].input_shape)[: honest_requests + 3]
         common = {"deployment": dep, "plan_file": plan_file, "poll_interval": 0.2}
         honest = OracleNode(node.rpc_url, account=signers[HONEST], inbox=inbox, state=NodeState(), work_dir=nodes_dir / "honest", **common)
         forger = OracleNode(node.rpc_url, account=signers[FORGER], inbox=inbox, state=NodeState(), work_dir=nodes_dir / "forger",
@@ -255,6 +257,11 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
         liar = OracleNode(node.rpc_url, account=signers[DISHONEST], inbox=inbox, state=NodeState(), work_dir=nodes_dir / "dishonest",
                           dishonest="output", seed=3, **common)
         watcher = ChallengerNode(node.rpc_url, account=signers[CHALLENGER], state=NodeState(), work_dir=nodes_dir / "challenger", **common)
+        # the same liar, lying deep inside an op segment; a challenger that runs no prover at all plays the bisection game
+        deep_liar = OracleNode(node.rpc_url, account=signers[DISHONEST], inbox=inbox, state=NodeState(), work_dir=nodes_dir / "deep-liar",
+                               dishonest="boundary", seed=5, **common)
+        bisector = ChallengerNode(node.rpc_url, account=signers[CHALLENGER], state=NodeState(), work_dir=nodes_dir / "bisector",
+                                  fast_path_max_logrows=0, **common)
         user = oracle.as_sender(signers[USER])
 
         def request(x, callback: bool = True) -> tuple[int, float]:
@@ -314,15 +321,46 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
         say(f"      the liar did not answer within {terms.response_window_s} s: resolved, bond slashed ({_eth(slashed[-1]['reward'])} + the "
             f"challenger's own bond back to it, {_eth(slashed[-1]['toToken'])} to the token)")
         s.timings["3_fraud_caught"] = round(time.perf_counter() - t, 3)
+
+        say("      the liar tries again, changing one value an op segment outputs, and meets a challenger that runs no prover: "
+            "it bisects the liar's execution trace of that segment …")
+        t = time.perf_counter()
+        honest.step()  # the slashed requests are re-answered first, so the liar finds only the new one open
+        game_rid, requested[game_rid] = request(xs[honest_requests + 2])
+        deep_liar.step()
+        bisector.step()
+        gamed = bisector.state.request(game_rid)
+        assert gamed.status == "gaming", gamed
+        for _ in range(200):  # one move per step and side
+            if bisector.state.request(game_rid).status != "gaming":
+                break
+            deep_liar.step()
+            bisector.step()
+        assert bisector.state.request(game_rid).status == "slashed", bisector.state.request(game_rid)
+        game = bisector.games.game(bisector.state.request(game_rid).detail["game"])
+        moves = [x for st in (bisector.state, deep_liar.state) for x in st.txs() if x["step"].startswith("game ") and x["request_id"] == game_rid]
+        opened = [x for x in bisector.state.txs("openGame") if x["request_id"] == game_rid]
+        game_gas = [x["gas_used"] for x in moves + opened]
+        program = bisector.traces.program(game.segment)
+        slashed = [e["args"] for e in oracle.contract.events.AIResultSlashed().get_logs(from_block=start_block)]
+        say(f"      segment {game.segment}'s step program has {program.n_steps:,} steps ({program.macs:,} multiply-accumulates): "
+            f"{game.depth} rounds of bisection, then step {game.index} ({program.steps[game.index].kind.name}) recomputed in the EVM; "
+            f"{len(game_gas)} transactions, largest {max(game_gas):,} gas, {sum(game_gas):,} in all; the liar is slashed "
+            f"({_eth(slashed[-1]['reward'])} + the challenger's bond back to it, {_eth(slashed[-1]['toToken'])} to the token)")
+        game_story = {"request": game_rid, "segment": game.segment, "steps": program.n_steps, "rounds": game.depth, "disputed_step": game.index,
+                  "step_kind": program.steps[game.index].kind.name, "transactions": len(game_gas), "max_tx_gas": max(game_gas),
+                  "total_gas": sum(game_gas), "reason": gamed.detail["reason"]}
+        s.timings["3_game"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
         honest.step()
         liar.step()
+        deep_liar.step()
         watcher.step()
-        for rid in (forged_rid, fraud_rid):  # the forged request's re-answer may already be past its window
+        for rid in (forged_rid, fraud_rid, game_rid):  # the forged request's re-answer may already be past its window
             assert honest.state.request(rid).status in ("submitted", "finalized") and watcher.state.request(rid).status in ("ok", "finalized")
         reanswered_at = time.time()
-        say(f"      requests {forged_rid} and {fraud_rid} re-answered honestly for their escrowed fees; the challenger checked all "
-            f"{len(rids) + 4} submissions")
+        say(f"      requests {forged_rid}, {fraud_rid} and {game_rid} re-answered honestly for their escrowed fees; the challenger checked all "
+            f"{len(rids) + 6} submissions")
         s.timings["3_reanswer"] = round(time.perf_counter() - t, 3)
 
         # ------------------------------------------------------------ 4. finalize, snapshot, claim
@@ -332,7 +370,7 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
         t = time.perf_counter()
         watcher.step()
         s.timings["4_finalize"] = round(time.perf_counter() - t, 3)
-        all_rids = rids + [forged_rid, fraud_rid]
+        all_rids = rids + [forged_rid, fraud_rid, game_rid]
         assert all(oracle.request(r).status == Status.FINALIZED for r in all_rids)
         finalized = [e["args"] for e in oracle.contract.events.AIRequestFinalized().get_logs(from_block=start_block)]
         released = sum(e["modelRevenue"] for e in finalized)
@@ -429,7 +467,7 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
         for rid in all_rids + [gen_rid]:
             watcher_of = gen_watch if rid == gen_rid else watcher
             requests.append({"id": rid, "model": "gen" if rid == gen_rid else model, "status": oracle.request(rid).status.name.lower(),
-                             "disputed": rid in (forged_rid, fraud_rid),
+                             "disputed": rid in (forged_rid, fraud_rid, game_rid),
                              "output": s.claim_of(oracle, watcher_of, rid).output_values((gen_plan if rid == gen_rid else plan).boundary_sizes()) if rid != gen_rid else None,
                              "latency_s": dict(zip(rids, latencies)).get(rid, fraud_latency if rid == fraud_rid else None)})
         summary.update({
@@ -438,7 +476,9 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
             "fraud": [{"request": forged_rid, "kind": "invalid zk proof", "segment": forged.detail["segment"], "reason": forged.detail["reason"],
                        "bond_slashed_wei": terms.bond_wei, "to_challenger_wei": slashed[0]["reward"], "to_token_wei": slashed[0]["toToken"]},
                       {"request": fraud_rid, "kind": "wrong output, unanswered dispute", "segment": caught.detail["segment"], "reason": caught.detail["reason"],
-                       "bond_slashed_wei": terms.bond_wei, "to_challenger_wei": slashed[1]["reward"], "to_token_wei": slashed[1]["toToken"]}],
+                       "bond_slashed_wei": terms.bond_wei, "to_challenger_wei": slashed[1]["reward"], "to_token_wei": slashed[1]["toToken"]},
+                      {"kind": "wrong op segment, bisection game", "bond_slashed_wei": terms.bond_wei,
+                       "to_challenger_wei": slashed[2]["reward"], "to_token_wei": slashed[2]["toToken"], **game_story}],
             "fees": {
                 "paid_wei": sum(oracle.request(r).fee for r in all_rids + [gen_rid]),
                 "released_to_token_wei": released + gen_revenue,
