@@ -173,6 +173,8 @@ def test_api_summary_has_every_request_dispute_snapshot_claim_and_nft_of_the_sto
         assert d["submitter"] != challenger
     assert by_request[story["fraud"][0]["request"]]["kind"].startswith("invalid zk proof")
     assert by_request[story["fraud"][1]["request"]]["kind"].startswith("fraud proof")
+    assert by_request[story["fraud"][2]["request"]]["kind"].startswith("bisection game")
+    assert by_request[story["fraud"][2]["request"]]["response_deadline"] is None  # a game has clocks, not a window
 
     snaps = doc["revenue"]["snapshots"]
     assert [(s["id"], s["revenue_wei"], s["claimable_wei"]) for s in snaps] == [(s["id"], s["revenue_wei"], s["claimable_wei"]) for s in story["snapshots"]]
@@ -252,7 +254,7 @@ def test_dispute_outcomes_answered_void_and_open_without_a_chain():
 def test_cli_once_json_prints_the_summary(world, capsys):
     assert main(["dashboard", "--deployment", str(world["deployment_file"]), "--once-json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert len(doc["requests"]) == len(world["summary"]["requests"]) and doc["totals"]["slashed"] == 2
+    assert len(doc["requests"]) == len(world["summary"]["requests"]) and doc["totals"]["slashed"] == len(world["summary"]["fraud"]) == 3
 
 
 def test_cli_errors_are_one_line_and_exit_1(world, tmp_path, capsys):

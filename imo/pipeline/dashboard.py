@@ -33,6 +33,7 @@ from imo.verifier_contracts.oracle_client import OracleClient
 
 STATIC_DIR = Path(__file__).parent / "dashboard_static"
 MAX_HOLDERS = 12  # the largest, by revenue claimed and claimable
+GAME_DEADLINE = (1 << 40) - 1  # what AIResultChallenged says for a bisection game
 ORACLE_EVENTS = ("AICallbackRequest", "AIResultSubmitted", "AIResultChallenged", "AIDisputeAnswered", "AIResultSlashed",
                  "AIRequestFinalized", "AICallbackResult", "AIRequestDeclined", "AIRequestCancelled")
 _CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -60,7 +61,7 @@ def fold_events(requests: dict[int, dict], events: list[tuple[str, dict, dict]],
     won), `answered` (the submitter answered with a valid proof and won), `void` (the claim was slashed on another
     segment; the bond went back) or `open`. `submission(request, args, where)` describes one AIResultSubmitted."""
     disputes: list[dict] = []
-    open_: dict[tuple[int, int], dict] = {}  # (request, segment) → its open op dispute
+    open_: dict[tuple[int, int, str], dict] = {}  # (request, segment, challenger) → its open op dispute or game
     for name, a, where in events:
         req = requests.get(int(a["requestId"]))
         if req is None:
@@ -72,19 +73,21 @@ def fold_events(requests: dict[int, dict], events: list[tuple[str, dict, dict]],
         elif name == "AIResultSubmitted":
             req["submissions"].append({**submission(req, a, where), "outcome": "standing"})
         elif name == "AIResultChallenged":
-            d = {"request": rid, "model": req["model"], "segment": int(a["segment"]), "kind": "fraud proof (op segment)",
+            game = int(a["deadline"]) == GAME_DEADLINE  # a bisection game: its clocks rule, there is no response window
+            d = {"request": rid, "model": req["model"], "segment": int(a["segment"]),
+                 "kind": "bisection game (op segment)" if game else "fraud proof (op segment)",
                  "challenger": a["challenger"], "submitter": current and current["submitter"], "opened": where,
-                 "response_deadline": int(a["deadline"]), "closed": None, "outcome": "open", "winner": None}
+                 "response_deadline": None if game else int(a["deadline"]), "closed": None, "outcome": "open", "winner": None}
             disputes.append(d)
-            open_[(rid, d["segment"])] = d
+            open_[(rid, d["segment"], d["challenger"])] = d
             req["disputes"] += 1
         elif name == "AIDisputeAnswered":
-            d = open_.pop((rid, int(a["segment"])), None)
+            d = open_.pop((rid, int(a["segment"]), a["challenger"]), None)
             if d is not None:
                 d.update(closed=where, outcome="answered", winner="submitter")
         elif name == "AIResultSlashed":
             segment = int(a["segment"])
-            d = open_.pop((rid, segment), None)
+            d = open_.pop((rid, segment, a["challenger"]), None)
             if d is None:  # disputeProof: a posted zk proof that does not verify slashes at once, with no dispute first
                 d = {"request": rid, "model": req["model"], "segment": segment, "kind": "invalid zk proof (disputeProof)",
                      "challenger": a["challenger"], "submitter": current and current["submitter"], "opened": where,
