@@ -1,5 +1,6 @@
 """Filesystem helpers that never leave half-written artifacts behind: write to a temporary sibling, then rename."""
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -8,6 +9,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from imo.errors import OutputDirError
+
+
+def file_sha256(*paths: Path) -> str:
+    """Hex sha256 of the files' bytes, one after the other, read in blocks (weights can be gigabytes)."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def cache_dir(*parts: str) -> Path:

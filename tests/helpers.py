@@ -16,6 +16,7 @@ from eth_utils import keccak
 from hexbytes import HexBytes
 from web3 import Web3
 
+from imo.verifier_contracts.evm import send
 from imo.pipeline.keys import dev_account
 from imo.circuits.fixed_point import FIELD_MODULUS
 from imo.errors import ChainError
@@ -61,10 +62,7 @@ def funded_accounts(w3: Web3, n: int, wei: int = FUNDING_WEI) -> list[LocalAccou
 def send_signed(fn, sender: LocalAccount, gas: int, value: int = 0) -> HexBytes:
     """Sign the contract call `fn` as `sender` and send it without waiting for it to be mined (for transactions mined
     together while evm_setAutomine is off): a fixed gas limit, the nonce after the sender's pending transactions."""
-    w3 = fn.w3
-    nonce = w3.eth.get_transaction_count(sender.address, "pending")
-    tx = fn.build_transaction({"from": sender.address, "value": value, "gas": gas, "nonce": nonce})
-    return w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
+    return send(fn.w3, fn.build_transaction({"from": sender.address, "value": value, "gas": gas}), sender)
 
 
 def float_witness(compiled: Path, workdir: Path, x: np.ndarray, tag: str = "w") -> dict:

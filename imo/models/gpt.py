@@ -24,7 +24,6 @@ its text is not meant to be good.  Export uses external ONNX weight data (``mode
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -303,7 +302,7 @@ def export_gpt(out_dir: Path, c: GPTConfig = GPTConfig(), seed: int = 0, steps: 
     """Train (seeded init + `steps` steps) and write model.onnx, model.onnx.data, input.json and card.json into
     out_dir, all or nothing. Returns the ONNX path."""
     from imo.errors import InvalidModelError
-    from imo.fsutil import atomic_dir
+    from imo.fsutil import atomic_dir, file_sha256
 
     model, report = train_gpt(c, seed, steps, progress=progress)
     out_dir = Path(out_dir)
@@ -340,21 +339,13 @@ def export_gpt(out_dir: Path, c: GPTConfig = GPTConfig(), seed: int = 0, steps: 
             "input_shape": [1, c.context],
             "output_shape": [1, c.vocab],
             "torch_version": torch.__version__,
-            "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
-            "onnx_data_sha256": _sha256_file(onnx_path.with_name("model.onnx.data")),
+            "onnx_sha256": file_sha256(onnx_path),
+            "onnx_data_sha256": file_sha256(onnx_path.with_name("model.onnx.data")),
             "onnxruntime_max_abs_diff": diff,
         }
         (tmp / "input.json").write_text(json.dumps({"input_data": [sample.ravel().tolist()]}) + "\n")
         (tmp / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     return out_dir / "model.onnx"
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 DESCRIPTION = ("byte-level decoder-only transformer (16 pre-LN blocks x 768, 12 heads, GELU MLP, learned positions, "

@@ -32,9 +32,7 @@ class Session:
         url = rpc_url or deployment.rpc_url
         if not url:
             raise ChainError(f"{deployment_file} records no RPC URL; pass --rpc-url")
-        w3 = connect(url).w3
-        sender = w3.eth.accounts[signer] if isinstance(signer, int) else signer
-        return cls(OracleClient(w3, deployment.oracle, sender), deployment)
+        return cls(OracleClient(connect(url).w3, deployment.oracle, signer), deployment)
 
 
 def _read_input(path: Path) -> np.ndarray:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from eth_hash.auto import keccak
 
-from imo.proving.protocol import Claim, PlanRuntime, pack_tensor, unpack_tensor
+from imo.proving.protocol import Claim, PlanRuntime, pack_tensor
 from imo.proving.segments import circuit_files
 from imo.proving.trace import Bisection, NotBisectable, PatchedTree, StepProgram, Trace
 from imo.verifier_contracts.game_client import GameClient, GameStatus, Turn
@@ -28,20 +28,6 @@ log = logging.getLogger("imo.nodes")
 #: a whole-segment ezkl fraud proof is the fast path up to this many rows (logrows 17); above it, the game
 FAST_PATH_MAX_LOGROWS = 17
 
-
-def boundary_bytes(claim: Claim, sizes: list[int], b: int) -> bytes:
-    """The packed tensor of public boundary `b` exactly as the claim carries it (what the game hashed at opening)."""
-    n = len(sizes) - 1
-    if b == 0:
-        return claim.input
-    if b == n:
-        return claim.output
-    offset = 0
-    for j in range(1, b):
-        if sizes[j]:
-            _, offset = unpack_tensor(claim.data, offset, sizes[j])
-    _, end = unpack_tensor(claim.data, offset, sizes[b])
-    return claim.data[offset:end]
 
 
 class Traces:
@@ -130,5 +116,5 @@ class GameSide:
         revealed = self.games.revealed_nodes(game_id)
         witness = self.traces.program(k).one_step(
             PatchedTree(honest.tree, revealed), g.index,
-            boundary_bytes(self.claim, self.sizes, k - 1), boundary_bytes(self.claim, self.sizes, k), values=honest)
+            self.claim.boundary_bytes(self.sizes, k - 1), self.claim.boundary_bytes(self.sizes, k), values=honest)
         return "step", self.games.step(game_id, witness)

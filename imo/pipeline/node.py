@@ -45,12 +45,12 @@ class Warnings:
 
 class Node:
     """Connection, served models, scan and poll loop shared by both nodes. `account`: a LocalAccount (signs locally,
-    any RPC), an unlocked address, or an index into the RPC's unlocked accounts (anvil)."""
+    any RPC) or an address the RPC node unlocks (development chains only)."""
 
     role = "node"
     event = ""
 
-    def __init__(self, rpc_url: str, deployment: Deployment | Path, plan_file: Path, account: LocalAccount | str | int,
+    def __init__(self, rpc_url: str, deployment: Deployment | Path, plan_file: Path, account: LocalAccount | str,
                  state: NodeState | Path | str = ":memory:", poll_interval: float = 1.0, store: ArtifactStore | None = None,
                  work_dir: Path | None = None, terms: Terms | None = None):
         self.rpc_url = rpc_url
@@ -77,7 +77,7 @@ class Node:
 
     def _connect(self) -> None:
         self.w3 = connect(self.rpc_url).w3
-        sender = self.w3.eth.accounts[self._account] if isinstance(self._account, int) else self._account
+        sender = self._account
         self.oracle = OracleClient(self.w3, self.deployment.oracle, sender)
         self.account = sender if isinstance(sender, str) else sender.address
         game = self.oracle.dispute_game()

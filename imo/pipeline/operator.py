@@ -16,11 +16,6 @@ from imo.verifier_contracts.registration import Terms, register_plan
 DEPLOYMENT_FILE = "deployment.json"
 
 
-def sender_for(w3, signer):
-    """A LocalAccount as is; an index into the node's unlocked accounts as its address."""
-    return w3.eth.accounts[signer] if isinstance(signer, int) else signer
-
-
 def deploy(out_dir: Path, signer, rpc_url: str | None = None, token: TokenConfig = TokenConfig(), sale: SaleConfig | None = SaleConfig(),
            oracle: OracleConfig = OracleConfig()) -> Deployment:
     """Deploy RevShareToken + its sale, AIOracle and the example consumer; write out_dir/deployment.json atomically."""
@@ -32,7 +27,7 @@ def deploy(out_dir: Path, signer, rpc_url: str | None = None, token: TokenConfig
         local = {"pid": pid, "state": state.name}  # beside deployment.json
     try:
         w3 = connect(rpc_url).w3
-        deployment = deploy_protocol(w3, sender_for(w3, signer), token, sale, oracle)
+        deployment = deploy_protocol(w3, signer, token, sale, oracle)
     except BaseException:
         if local:  # nothing was written: leave no chain running either
             os.kill(local["pid"], signal.SIGTERM)
@@ -48,7 +43,7 @@ def register(deployment_file: Path, plan_file: Path, signer, rpc_url: str | None
     w3 = connect(rpc_url or deployment.rpc_url or _no_url(deployment_file)).w3
     plan = Plan.load(plan_file)
     name = name or Path(plan.model).stem
-    oracle = OracleClient(w3, deployment.oracle, sender_for(w3, signer))
+    oracle = OracleClient(w3, deployment.oracle, signer)
     model_id, digest, costs = register_plan(oracle, deployment, plan_file, name, terms)
     deployment.write(deployment_file)
     return {"name": name, "model_id": model_id, "digest": "0x" + digest.hex(), "plan_hash": plan.plan_hash,

@@ -7,13 +7,12 @@ entry can never be reused."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 
 from imo.circuits.plan import Plan
-from imo.fsutil import atomic_write_bytes
+from imo.fsutil import atomic_write_bytes, file_sha256
 from imo.proving.segments import circuit_files
 from imo.proving.trace import NotBisectable, StepProgram
 
@@ -22,15 +21,6 @@ log = logging.getLogger("imo.programs")
 PROGRAMS_FILE = "step_programs.json"
 
 Programs = dict[int, tuple[bytes, int]]  # 1-based op segment → (program root, step count)
-
-
-def _digest(*paths: Path) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
 
 
 def plan_programs(plan_file: Path) -> Programs:
@@ -50,7 +40,7 @@ def plan_programs(plan_file: Path) -> Programs:
         if seg.mode != "op" or not seg.onnx:
             continue
         settings = circuit_files(plan_dir, seg).settings
-        key = _digest(plan_dir / seg.onnx, settings)
+        key = file_sha256(plan_dir / seg.onnx, settings)
         entry = cache.get(key)
         if entry is None:
             try:

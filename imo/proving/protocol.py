@@ -124,6 +124,21 @@ class Claim:
             raise ValueError("trailing bytes after the output")
         return out
 
+    def boundary_bytes(self, sizes: list[int], b: int) -> bytes:
+        """Public boundary b's packed tensor exactly as the claim carries it (what a bisection game hashes), as
+        `AIOracle._boundaryBytes` cuts it: the input, a part of `data`, or the output."""
+        n = len(sizes) - 1
+        if b == 0:
+            return self.input
+        if b == n:
+            return self.output
+        offset = 0
+        for j in range(1, b):
+            if sizes[j]:
+                _, offset = unpack_tensor(self.data, offset, sizes[j])
+        _, end = unpack_tensor(self.data, offset, sizes[b])
+        return self.data[offset:end]
+
     def boundary_instances(self, sizes: list[int], k: int) -> list[int]:
         """Boundary k as proof instances: [C_k] when hashed, its elements as field elements when public."""
         if sizes[k] == 0:

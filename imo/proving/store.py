@@ -14,18 +14,10 @@ from pathlib import Path
 import ezkl
 import numpy as np
 
-from imo.fsutil import atomic_dir, cache_dir
+from imo.fsutil import atomic_dir, cache_dir, file_sha256
 from imo.proving.circuit import LOOKUP_SAFETY_MARGIN, CircuitFiles, Visibility
 
 MANIFEST = "manifest.json"
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def circuit_key(onnx_bytes: bytes, visibility: Visibility, scales: list[int] | None, calibration: np.ndarray,
@@ -67,7 +59,7 @@ class ArtifactStore:
             return None
         try:
             expected = json.loads(manifest.read_text())["files"]
-            intact = all((entry / name).is_file() and _digest(entry / name) == digest for name, digest in expected.items())
+            intact = all((entry / name).is_file() and file_sha256(entry / name) == digest for name, digest in expected.items())
         except (ValueError, KeyError):
             intact = False
         if not intact:
@@ -82,7 +74,7 @@ class ArtifactStore:
         entry.parent.mkdir(parents=True, exist_ok=True)
         with atomic_dir(entry) as tmp:
             build(tmp)
-            files = {p.name: _digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+            files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
             (tmp / MANIFEST).write_text(json.dumps({"key": key, "files": files}, indent=2))
         return entry
 

@@ -18,7 +18,7 @@ from eth_account.signers.local import LocalAccount
 
 from imo.errors import ChainError, MissingArtifactError
 from imo.fsutil import atomic_write_bytes
-from imo.verifier_contracts.evm import deploy
+from imo.verifier_contracts.evm import address_of, deploy, send
 from imo.verifier_contracts.solc import CompiledContract, compile_sources
 
 SOURCES_DIR = Path(__file__).parent
@@ -27,9 +27,6 @@ FIELD_MODULUS = 2188824287183927522224640574525727508854836440041603434369820418
 
 Sender = str | LocalAccount
 
-
-def address_of(sender: Sender) -> str:
-    return sender if isinstance(sender, str) else sender.address
 
 
 def protocol_sources() -> dict[str, str]:
@@ -214,12 +211,7 @@ def transact(fn, sender: Sender, value: int = 0, gas: int | None = None):
             fn.call(params, block_identifier="pending")  # with a fixed gas limit there is no estimate to surface the revert reason
         else:  # estimated against the next block: a reveal must come in a later block than its commitment
             params["gas"] = fn.estimate_gas(params, block_identifier="pending") * 6 // 5
-        if isinstance(sender, str):
-            tx_hash = fn.transact(params)
-        else:
-            params["nonce"] = w3.eth.get_transaction_count(sender.address, "pending")
-            tx_hash = w3.eth.send_raw_transaction(sender.sign_transaction(fn.build_transaction(params)).raw_transaction)
-        receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+        receipt = w3.eth.wait_for_transaction_receipt(send(w3, fn.build_transaction(params), sender))
     except ContractCustomError as exc:
         raise ContractRevertError(fn.fn_name, *decode_revert(exc.data)) from None
     except Exception as exc:
@@ -235,12 +227,7 @@ def pay(w3: Web3, sender: Sender, to: str, value: int):
     tx = {"from": address_of(sender), "to": to, "value": value}
     try:
         tx["gas"] = w3.eth.estimate_gas(tx)
-        if isinstance(sender, str):
-            tx_hash = w3.eth.send_transaction(tx)
-        else:
-            tx.update(nonce=w3.eth.get_transaction_count(sender.address, "pending"), chainId=w3.eth.chain_id, gasPrice=w3.eth.gas_price)
-            tx_hash = w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
-        receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+        receipt = w3.eth.wait_for_transaction_receipt(send(w3, tx, sender))
     except Exception as exc:
         raise ChainError(f"paying {value} wei to {to} failed: {str(exc).splitlines()[0][:300]}") from None
     if receipt.status != 1:

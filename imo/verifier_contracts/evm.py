@@ -35,16 +35,26 @@ class ProofCall:
         return cls(bytes.fromhex(data["hex_proof"].removeprefix("0x")), instances)
 
 
+def send(w3: Web3, tx: dict, sender):
+    """Send transaction `tx` (its `from` is `sender`'s) and return its hash. A LocalAccount signs it here, with the
+    nonce of the pending block so that transactions sent back to back queue up; an address must be unlocked (anvil)."""
+    if isinstance(sender, str):
+        return w3.eth.send_transaction({k: v for k, v in tx.items() if k != "nonce"})
+    tx = {**tx, "nonce": w3.eth.get_transaction_count(sender.address, "pending"), "chainId": w3.eth.chain_id}
+    if "gasPrice" not in tx and "maxFeePerGas" not in tx:
+        tx["gasPrice"] = w3.eth.gas_price
+    return w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
+
+
+def address_of(sender) -> str:
+    return sender if isinstance(sender, str) else sender.address
+
+
 def deploy(w3: Web3, contract: CompiledContract, sender, *args) -> tuple[Contract, int]:
-    """Deploy and return (contract, gas used). `sender`: an unlocked address, or a LocalAccount that signs locally."""
+    """Deploy and return (contract, gas used). `sender`: a LocalAccount that signs locally, or an unlocked address."""
     factory = w3.eth.contract(abi=contract.abi, bytecode=contract.bytecode)
     try:
-        constructor = factory.constructor(*args)
-        if isinstance(sender, str):
-            tx_hash = constructor.transact({"from": sender})
-        else:
-            tx = constructor.build_transaction({"from": sender.address, "nonce": w3.eth.get_transaction_count(sender.address, "pending")})
-            tx_hash = w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
+        tx_hash = send(w3, factory.constructor(*args).build_transaction({"from": address_of(sender)}), sender)
         receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
     except Exception as exc:
         raise ChainError(f"deploying {contract.name} failed: {exc}") from None
@@ -56,19 +66,12 @@ def deploy(w3: Web3, contract: CompiledContract, sender, *args) -> tuple[Contrac
 def verify_onchain(verifier: Contract, call: ProofCall, sender) -> tuple[bool, int | None]:
     """(accepted, gas used by a verify transaction). A rejected proof reverts or returns false; no gas is reported then.
     `sender`: a LocalAccount that signs locally (or an unlocked address)."""
-    w3 = verifier.w3
     fn = verifier.functions.verifyProof(call.proof, call.instances)
-    address = sender if isinstance(sender, str) else sender.address
     try:
-        accepted = bool(fn.call({"from": address}))
+        accepted = bool(fn.call({"from": address_of(sender)}))
     except Exception:
         return False, None
     if not accepted:
         return False, None
-    if isinstance(sender, str):
-        tx_hash = fn.transact({"from": sender})
-    else:
-        tx = fn.build_transaction({"from": address, "nonce": w3.eth.get_transaction_count(address, "pending")})
-        tx_hash = w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+    receipt = verifier.w3.eth.wait_for_transaction_receipt(send(verifier.w3, fn.build_transaction({"from": address_of(sender)}), sender))
     return receipt.status == 1, receipt.gasUsed
