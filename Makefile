@@ -20,7 +20,7 @@ $(STAMP_NPM): package.json package-lock.json
 	touch $@
 
 demo: install
-	$(BIN)/imo demo --summary out/demo-summary.json
+	$(BIN)/imo demo --summary out/demo-summary.json $(ARGS)
 
 test: install browser
 	$(BIN)/pytest -q

@@ -67,6 +67,8 @@ against ``ezkl.gen_witness`` on thousands of random inputs; see
   by the full kernel size (``const_div``, round half away) regardless of ``count_include_pad``.
 * **LeakyRelu**: ``x > 0 ? x * 2**P : x * round(alpha * 2**P)`` at ``s + P``, rebased.  Clip: Max/Min
   with single-use constants re-quantized at the input scale (``Clip(0, hi)`` = ReLU then Min).
+* **ArgMax**: the index of the first maximum of the rebased input (ties to the lowest index, as gen_witness),
+  an integer at scale 0, not rebased.
 * **Comparisons** (Greater, Less, ...) give 0/1 at scale 0 -- except Equal, whose 0/1 keeps the
   input scale (an ezkl quirk: ``(x == c).float()`` adds ``2**-s``, not 1); **Where** is ``Iff`` of homogenized
   branches.  **Concat** homogenizes all inputs to the max scale.  Integer model inputs (token ids)
@@ -1425,6 +1427,30 @@ class FixedPointProgram:
             # tract fuses Square + ReduceMean into Reduce<MeanOfSquares> (one division, no rebase between)
             return self._squeeze_reduced(node, self._mean_of_squares(node, base, axes), axes, keep)
         return self._mean(node, a, axes, keep)
+
+    def _op_ArgMax(self, node, ins):
+        """ezkl HybridOp::ReduceArgMax: the index of the maximum along ``axis`` of the (rebased) fixed-point input, ties
+        to the lowest index (gen_witness's choice, checked on ties; numpy's too), an integer at scale 0. No
+        TraceOp: a bisection step cannot check it (the head of a generation model is a zk segment)."""
+        a = self._need_act(node, ins[0])
+        at = _attrs(node)
+        if at.get("select_last_index", 0):
+            raise NotImplementedError(f"node {node.name!r} (op ArgMax): select_last_index=1 not supported")
+        axis = int(at.get("axis", 0))
+        axis = axis + len(a.shape) if axis < 0 else axis
+        if not 0 <= axis < len(a.shape):
+            raise ValueError(f"node {node.name!r} (op ArgMax): axis {at.get('axis', 0)} out of range for shape {a.shape}")
+        keep = bool(at.get("keepdims", 1))
+        shape = tuple(1 if i == axis else d for i, d in enumerate(a.shape)) if keep else a.shape[:axis] + a.shape[axis + 1 :]
+        slot = self._new_slot()
+        top = float(max(a.shape[axis] - 1, 0))
+
+        def step(v, b, src=a.slot, dst=slot):
+            v[dst] = _carrier(np.argmax(v[src], axis=axis, keepdims=keep).astype(np.int64), top)
+            b[dst] = top
+
+        self._emit(step)
+        return _Act(slot, 0, tuple(int(d) for d in shape))
 
     def _op_GlobalAveragePool(self, node, ins):
         a = self._need_act(node, ins[0])

@@ -60,6 +60,13 @@ class Segment:
     onnx_sha256: str = ""
     tiles: list[Tile] = field(default_factory=list)  # zk only: proven as column blocks (a DAG: input → tiles → chunks → consumer)
     input_chunks: list[int] = field(default_factory=list)  # the input is a hashed boundary committed chunk by chunk (a tiled producer)
+    run_args: dict | None = None  # a game-only op segment's executor settings, set at plan time (no ezkl circuit to calibrate)
+
+    @property
+    def game_only(self) -> bool:
+        """An op segment too large for any circuit: no whole-segment fraud proof, disputed by the bisection game only;
+        compiled to its executor settings alone."""
+        return self.mode == "op" and self.run_args is not None
 
     def units(self) -> list[int | None]:
         """The proofs of this segment: one per tile, or one (None) for an untiled segment."""
@@ -80,6 +87,7 @@ class Plan:
     plan_hash: str = ""
     tile_logrows: int | None = None  # zk segments above this are tiled where they can be
     tile_decomp: list[int] | None = None  # tiles' (decomp_base, decomp_legs)
+    generate: int | None = None  # a greedy generation model of this many tokens (`imo.models.generation`)
 
     @property
     def tiled(self) -> bool:
@@ -145,12 +153,12 @@ class Plan:
         body = asdict(self)
         body.pop("plan_hash")
         body.pop("model")
-        for key in ("tile_logrows", "tile_decomp"):  # untiled plans hash as they did before tiling existed
+        for key in ("tile_logrows", "tile_decomp", "generate"):  # older plans hash as they did before these existed
             if body[key] is None:
                 body.pop(key)
         for s in body["segments"]:
             s.pop("onnx")
-            for key in ("tiles", "input_chunks"):
+            for key in ("tiles", "input_chunks", "run_args"):
                 if not s[key]:
                     s.pop(key)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -25,7 +25,8 @@ from imo.proving.executors import LocalExecutor, ProveJob
 from imo.proving.native import call_ezkl
 from imo.proving.segments import circuit_files, compile_plan, prove_plan, unit_files
 from imo.proving.store import ArtifactStore
-from imo.verifier_contracts.evm import ProofCall, compile_verifier, deploy, verify_onchain
+from imo.verifier_contracts.evm import ProofCall, verify_onchain
+from imo.verifier_contracts.reusable import deploy_circuit_verifier
 
 HYBRID_BUDGET = {"mlp": 14, "cnn": 14, "mlp-wide": 17}  # logrows above which a layer runs optimistically
 SEGMENTED_TILE_LOGROWS = 15  # segmented fully-zk plans: a layer above this is tiled into column blocks (docs/zk-cost.md)
@@ -51,7 +52,7 @@ def _ort_ms(onnx_path: Path, x: np.ndarray, repeat: int) -> float:
 
 
 def _verify_gas(chain, files: CircuitFiles, proof_file: Path) -> int:
-    verifier, _ = deploy(chain.w3, compile_verifier(files.verifier_sol), chain.require_signer())
+    verifier, _, _ = deploy_circuit_verifier(chain.w3, files.verifier_sol, chain.require_signer())
     accepted, gas = verify_onchain(verifier, ProofCall.from_proof_file(proof_file), chain.require_signer())
     return gas if accepted else -1
 

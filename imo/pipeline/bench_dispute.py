@@ -143,7 +143,7 @@ def run_dispute(program, x_q: np.ndarray, w3, *, lie_at: int | None = None, seed
             break
         progress(f"a lie at step {at} ({delta:+d}) is hidden by the rest of the network; another one")
     else:
-        raise ImoError("no lie at a GEMM tile changed the output in 20 tries")
+        raise ImoError(f"no lie at {'a GEMM tile' if lie_at is None else f'step {lie_at}'} changed the output in 20 tries")
     progress(f"liar's trace lying at step {lie_at} ({program.steps[lie_at].kind.name}, {delta:+d}): {liar_s:.2f} s")
 
     owner, requester, liar_acct, challenger, finalizer = _funded(w3, 5)

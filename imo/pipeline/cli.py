@@ -97,19 +97,44 @@ def _model_path(arg: str) -> Path:
 def cmd_plan(args: argparse.Namespace) -> None:
     if args.out:
         _out_dir(args.out)
+    if args.generate is not None:
+        return _plan_generation(args)
     model = _model_path(args.model)
-    from imo.circuits.plan import make_plan, write_plan
+    from imo.circuits.plan import DEFAULT_SCALE, make_plan, write_plan
 
     plan, graph = make_plan(model, private=args.private, private_input=args.private_input, private_weights=args.private_weights,
-                            budget_logrows=args.budget_logrows, scale=args.scale, merge=not args.no_merge, tile_logrows=args.tile_logrows)
+                            budget_logrows=args.budget_logrows, scale=DEFAULT_SCALE if args.scale is None else args.scale, merge=not args.no_merge, tile_logrows=args.tile_logrows)
     where = ""
     if args.out:
         where = f"\nwrote {write_plan(plan, graph, Path(args.out))} (plan hash {plan.plan_hash[:16]}…)"
+    _print_plan(args, plan, where)
+
+
+def _print_plan(args: argparse.Namespace, plan, where: str) -> None:
     lines = [f"{'seg':>3}  {'mode':<4} {'logrows':>7} {'rows':>8}  {'in → out':<22} nodes — reason"]
     for s in plan.segments:
         shapes = f"{s.input_shape} → {s.output_shape}"
-        lines.append(f"{s.index:>3}  {s.mode:<4} {s.est_logrows:>7} {s.est_rows:>8}  {shapes:<22} {', '.join(s.nodes)} — {s.reason}")
+        nodes = ", ".join(s.nodes) if len(s.nodes) <= 8 else f"{', '.join(s.nodes[:3])}, … ({len(s.nodes)} nodes)"
+        lines.append(f"{s.index:>3}  {s.mode:<4} {s.est_logrows:>7} {s.est_rows:>8}  {shapes:<22} {nodes} — {s.reason}")
     _print(args, asdict(plan), "\n".join(lines) + where)
+
+
+def _plan_generation(args: argparse.Namespace) -> None:
+    """`imo plan LM --generate N`: the fixed hybrid plan of a language model (imo.circuits.generation_plan)."""
+    if not args.out:
+        _refuse("--generate", "writes a plan directory (the segments stream the model's weights): add --out DIR")
+    for flag in ("private", "private_input", "private_weights", "budget_logrows", "tile_logrows", "no_merge"):
+        if getattr(args, flag):
+            _refuse("--" + flag.replace("_", "-"), "does not apply to --generate (the backbone is optimistic, the output head zk with private weights)")
+    from imo.circuits.generation_plan import GENERATION_SCALE, make_generation_plan
+    from imo.circuits.plan import Plan
+    from imo.pipeline.generate import resolve
+
+    lm = resolve(args.model, progress=not args.json)
+    plan_file = make_generation_plan(lm.onnx_path, args.generate, Path(args.out), scale=GENERATION_SCALE if args.scale is None else args.scale)
+    plan = Plan.load(plan_file)
+    _print_plan(args, plan, f"\nwrote {plan_file} (plan hash {plan.plan_hash[:16]}…): {args.generate} tokens after a "
+                            f"{plan.segments[0].input_shape[-1] - args.generate + 1}-byte prompt")
 
 
 def cmd_compile(args: argparse.Namespace) -> None:
@@ -129,7 +154,9 @@ def cmd_compile(args: argparse.Namespace) -> None:
             raise MissingArtifactError(f"no calibration.json beside the plan's model {plan.model}; pass --calibration FILE (N inputs concatenated in ezkl's input format)")
     artifacts.require(calibration, artifacts.INPUT, role="--calibration")
     reports = compile_plan(Path(args.plan), onnx_io.load_batch(calibration, plan.input_signature()), quiet=args.quiet)
-    lines = [f"seg {r['segment']}{'' if r.get('tile') is None else ' tile ' + str(r['tile'])} ({r['mode']}){' (store hit: keys reused)' if r.get('cached') else ''}: logrows {r['logrows']} (estimated {r['est_logrows']}), rows {r['num_rows']}, pk {r['pk_bytes'] / 1e6:.0f} MB, setup {r['seconds']['setup']:.1f} s" for r in reports]
+    lines = [f"seg {r['segment']} (op): game only, no circuit (estimated logrows {r['est_logrows']}): executor settings from the plan"
+             if r.get("game_only") else
+             f"seg {r['segment']}{'' if r.get('tile') is None else ' tile ' + str(r['tile'])} ({r['mode']}){' (store hit: keys reused)' if r.get('cached') else ''}: logrows {r['logrows']} (estimated {r['est_logrows']}), rows {r['num_rows']}, pk {r['pk_bytes'] / 1e6:.0f} MB, setup {r['seconds']['setup']:.1f} s" for r in reports]
     if args.public_bundle:
         from imo.proving.bundle import write_public_bundle
 
@@ -280,7 +307,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if args.port is not None and not args.dashboard:
         _refuse("--port", "is where --dashboard listens; add --dashboard")
     summary = run_story(Path(args.workdir), args.rpc_url, quiet=args.quiet, model=args.model, say=say,
-                        dashboard=_demo_dashboard(args, say) if args.dashboard else None)
+                        dashboard=_demo_dashboard(args, say) if args.dashboard else None, llm_tokens=args.llm)
     if args.summary:
         Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
         Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n")
@@ -480,7 +507,10 @@ def _session(args: argparse.Namespace, signer=None):
 
 
 def cmd_request(args: argparse.Namespace) -> None:
-    artifacts.require(Path(args.input), artifacts.INPUT, role="input")
+    if (args.input is None) == (args.prompt is None):
+        _refuse("INPUT", "give either an input file or --prompt TEXT (a generation model), not both or neither")
+    if args.input is not None:
+        artifacts.require(Path(args.input), artifacts.INPUT, role="input")
     _deployment(args)
     if args.timeout is not None and not args.wait:
         _refuse("--timeout", "bounds --wait; add --wait")
@@ -495,13 +525,19 @@ def cmd_request(args: argparse.Namespace) -> None:
         model = session.oracle.model(args.model_id)
         if model.registration.segments and model.boundary_sizes[0]:
             _refuse("--inbox", f"model {args.model_id} takes a public input, which goes on chain with the request; drop --inbox")
-    r = request(session, args.model_id, Path(args.input), Path(args.inbox) if args.inbox else None, args.callback, args.gas_limit,
-                wait=args.wait, timeout=args.timeout if args.timeout is not None else 3600)
+    r = request(session, args.model_id, args.input and Path(args.input), Path(args.inbox) if args.inbox else None, args.callback, args.gas_limit,
+                wait=args.wait, timeout=args.timeout if args.timeout is not None else 3600, prompt=args.prompt)
     human = f"request {r['request_id']} for model {r['model_id']}: paid {r['fee_wei']} wei ({r['gas']:,} gas)"
     if args.wait:
-        result = r.get("result")
-        human += f"\n{r['status']}" + (f": output {[round(v, 4) for v in result['output']]} (fixed point {result['values']} at scale {result['scale']})" if result else "")
+        human += f"\n{r['status']}" + (f": {_result_line(r['result'])}" if r.get("result") else "")
     _print(args, r, human)
+
+
+def _result_line(result: dict) -> str:
+    """A finalized result as a person reads it: generated text, or values and their fixed-point form."""
+    if "text" in result:
+        return f"generated {result['text']!r} ({len(result['tokens'])} tokens)"
+    return f"output {[round(v, 4) for v in result['output']]} (fixed point {result['values']} at scale {result['scale']})"
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -514,7 +550,7 @@ def cmd_status(args: argparse.Namespace) -> None:
              + (f", submitted by {r['submitter']}" if r["submitter"] else "") + (f", {r['open_disputes']} open dispute(s)" if r["open_disputes"] else "")
              + "".join(f"; segment {d['segment']}: " + (f"game {d['game']['id']} round {d['game']['round']}/{d['game']['rounds']}, {d['game']['to_move']} to move"
                                                           if "game" in d else "disputed with a fraud proof") for d in r.get("disputes", []))
-             + (f", output {[round(v, 4) for v in r['result']['output']]}" if r.get("result") else "") for r in rows]
+             + (f", {_result_line(r['result'])}" if r.get("result") else "") for r in rows]
     _print(args, rows if not args.request_id else rows[0], "\n".join(lines) or "no requests")
 
 
@@ -575,10 +611,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private-input", action="store_true", help="the layer(s) reading the user's input must be zk")
     p.add_argument("--private-weights", action="store_true", help="every node with weights must be zk")
     p.add_argument("--budget-logrows", type=_positive_int, help="segments estimated above this many logrows run optimistically (op)")
-    p.add_argument("--scale", type=_non_negative_int, default=7, help="the common fixed-point scale of every boundary (default 7)")
+    p.add_argument("--scale", type=_non_negative_int, help="the common fixed-point scale of every boundary (default 7; 10 with --generate)")
     p.add_argument("--no-merge", action="store_true", help="keep one segment per layer instead of merging")
     p.add_argument("--tile-logrows", type=_positive_int, help="split a zk Gemm/MatMul layer estimated above this many logrows into column blocks, "
                    "each its own circuit and proof (off-chain only: a tiled plan cannot be registered on chain yet)")
+    p.add_argument("--generate", type=_positive_int, metavar="N", help="a language model (`imo generate`'s interface) served as a greedy "
+                   "generation of N tokens: an optimistic backbone (bisection game only) and a zk output head with private weights; needs --out")
     p.add_argument("--out", help="write plan.json and the segment ONNX files into this directory")
 
     p = command("compile", cmd_compile, "build settings, circuits and keys for every segment of a plan")
@@ -645,7 +683,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("request", cmd_request, "pay for an inference: the input's commitment (private input, the input itself goes to the oracle's inbox) or the input itself (public)")
     p.add_argument("model_id", type=int, help="registered model id (see `imo register`)")
-    p.add_argument("input", help='input JSON in ezkl format: {"input_data": [[...]]}')
+    p.add_argument("input", nargs="?", help='input JSON in ezkl format: {"input_data": [[...]]} (not for a generation model)')
+    p.add_argument("--prompt", help="a generation model's prompt (UTF-8 text; its last bytes fill the model's prompt window); the result is the generated text")
     p.add_argument("--inbox", help="private-input models: the oracle node's inbox directory, where the input is delivered off-chain")
     p.add_argument("--callback", help="contract to receive the result (aiOracleCallback); default none")
     p.add_argument("--gas-limit", type=_non_negative_int, default=0, help="gas for the --callback call, paid in the fee (default 0)")
@@ -688,6 +727,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--dashboard", action="store_true", help="at the end, keep the chain up and serve the web dashboard until Ctrl-C (prints its URL)")
     p.add_argument("--port", type=_non_negative_int, help="--dashboard: port on 127.0.0.1 (default: any free port)")
+    p.add_argument("--llm", type=_positive_int, nargs="?", const=4, metavar="TOKENS", help="an extra act: the 114M-parameter gpt answers a "
+                   "question through the oracle (TOKENS generated, default 4; first run: ~10 min and ~10 GB to export the model and build its step program)")
 
     p = command("dashboard", cmd_dashboard, "serve a read-only web dashboard of a deployment on 127.0.0.1: requests, segments and proofs, disputes, revenue and claims, AIGC NFTs")
     p.add_argument("--deployment", default="deployment.json", help="deployment.json written by `imo deploy` (default ./deployment.json)")

@@ -14,7 +14,7 @@ from imo.errors import ChainError, ImoError, InputShapeError, MissingArtifactErr
 from imo.fsutil import private_dir, write_private
 from imo.pipeline.chain import connect
 from imo.pipeline.oracle_node import Inbox
-from imo.proving.protocol import felt, pack_tensor
+from imo.proving.protocol import decode_text_payload, felt, pack_tensor
 from imo.verifier_contracts.contracts import Deployment, address_of, transact
 from imo.verifier_contracts.oracle_client import OracleClient, Status
 
@@ -45,29 +45,29 @@ def _read_input(path: Path) -> np.ndarray:
         raise InputShapeError(f"{path} is not an ezkl input file ({{\"input_data\": [[...]]}})") from None
 
 
-def request(session: Session, model_id: int, input_file: Path, inbox: Path | None = None, callback: str | None = None,
-            gas_limit: int = 0, wait: bool = False, timeout: float = 3600, poll: float = 2.0) -> dict:
-    """Pay `estimateFee` for an inference of `model_id` on the input in `input_file`. A private-input model gets the
-    input's commitment on chain and the input itself in the oracle's `inbox`; a public-input model gets the packed
-    input. With `wait`, poll until the result is final and return it."""
+def prompt_ids(text: str, size: int) -> np.ndarray:
+    """A generation model's request input: the UTF-8 prompt as the model reads a window (cropped to its last `size`
+    bytes, left-padded with spaces)."""
+    from imo.models.gpt import window
+    from imo.pipeline.generate import encode_prompt
+
+    return window(encode_prompt(text), size).ravel().astype(np.int64)
+
+
+def request(session: Session, model_id: int, input_file: Path | None, inbox: Path | None = None, callback: str | None = None,
+            gas_limit: int = 0, wait: bool = False, timeout: float = 3600, poll: float = 2.0, prompt: str | None = None) -> dict:
+    """Pay `estimateFee` for an inference of `model_id` on the input in `input_file` (or, for a generation model,
+    the text `prompt`). A private-input model gets the input's commitment on chain and the input itself in the oracle's
+    `inbox`; a public-input model gets the packed input. With `wait`, poll until the result is final and return it."""
     oracle = session.oracle
     model = oracle.model(model_id)
     if not model.registration.segments:
         raise ImoError(f"model {model_id} is not registered on {oracle.address}")
-    sizes, scale = model.boundary_sizes, model.spec.scale
-    x = _read_input(input_file)
-    q = quantize(x, scale)
-    if sizes[0]:
-        if q.size != sizes[0]:
-            raise InputShapeError(f"model {model_id} takes {sizes[0]} input values, {input_file} has {q.size}")
-        payload = pack_tensor(q)
-    else:
-        if inbox is None:
-            raise ImoError(f"model {model_id} has a private input: pass --inbox DIR, the oracle's inbox, where the input goes off-chain")
-        payload = felt(poseidon_commitment(q)).to_bytes(32, "big")
-        path = Inbox(inbox).path(payload)
-        private_dir(path.parent)
-        write_private(path, json.dumps({"input_data": [x.ravel().tolist()]}))
+    sizes, scale, tokens = model.boundary_sizes, model.spec.scale, model.spec.gen_tokens
+    if (prompt is None) != (tokens == 0) or (prompt is not None and input_file is not None):
+        raise InputShapeError(f"model {model_id} is a generation model of {tokens} tokens: pass --prompt TEXT, not an input file" if tokens
+                              else f"model {model_id} takes an input file, not --prompt (it is not a generation model)")
+    payload = pack_tensor(prompt_ids(prompt, sizes[0] - tokens + 1)) if tokens else _request_payload(model_id, sizes[0], scale, input_file, inbox)
     fee = oracle.estimate_fee(model_id, gas_limit)
     request_id, receipt = oracle.request_callback(model_id, payload, callback, gas_limit)
     out = {"request_id": request_id, "model_id": model_id, "fee_wei": fee, "gas": receipt.gasUsed, "input": "0x" + payload.hex()[:64]}
@@ -84,11 +84,33 @@ def request(session: Session, model_id: int, input_file: Path, inbox: Path | Non
     return {**out, **status(session, request_id)}
 
 
+def _request_payload(model_id: int, size: int, scale: int, input_file: Path, inbox: Path | None) -> bytes:
+    """The request input of an input file: the packed tensor (public input), or the commitment C_0 with the input
+    itself written to the oracle's inbox (private input)."""
+    x = _read_input(input_file)
+    q = quantize(x, scale)
+    if size:
+        if q.size != size:
+            raise InputShapeError(f"model {model_id} takes {size} input values, {input_file} has {q.size}")
+        return pack_tensor(q)
+    if inbox is None:
+        raise ImoError(f"model {model_id} has a private input: pass --inbox DIR, the oracle's inbox, where the input goes off-chain")
+    payload = felt(poseidon_commitment(q)).to_bytes(32, "big")
+    path = Inbox(inbox).path(payload)
+    private_dir(path.parent)
+    write_private(path, json.dumps({"input_data": [x.ravel().tolist()]}))
+    return payload
+
+
 def _result(oracle: OracleClient, request_id: int) -> dict | None:
     events = oracle.contract.events.AICallbackResult().get_logs(from_block=0, argument_filters={"requestId": request_id})
     if not events:
         return None
-    values, scale = decode(["int256[]", "uint256"], events[-1]["args"]["output"])
+    payload = events[-1]["args"]["output"]
+    if oracle.model(oracle.request(request_id).model_id).spec.gen_tokens:
+        text = decode_text_payload(payload)
+        return {"text": text.decode("utf-8", errors="replace"), "bytes_hex": text.hex(), "tokens": list(text)}
+    values, scale = decode(["int256[]", "uint256"], payload)
     return {"values": list(values), "scale": scale, "output": dequantize(np.array(values), scale).tolist()}
 
 

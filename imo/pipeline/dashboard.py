@@ -212,7 +212,7 @@ class Collector:
         out = {}
         for model_id in range(1, self.oracle.model_count() + 1):
             spec, segments, sizes, digest = self.oracle.fn.getModel(model_id).call()
-            _, plan_hash, _, fee, bond, operator_bps, challenge_window, response_window, scale = spec
+            _, plan_hash, _, fee, bond, operator_bps, challenge_window, response_window, scale, *_ = spec
             out[model_id] = {
                 "id": model_id, "name": names.get(model_id, f"model {model_id}"), "digest": Web3.to_hex(digest),
                 "plan_hash": Web3.to_hex(plan_hash), "fee_wei": fee, "bond_wei": bond, "operator_share_bps": operator_bps,

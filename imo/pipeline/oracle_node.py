@@ -130,7 +130,7 @@ class OracleNode(Node):
                 self.warnings.add(f"oracle: request {record.request_id} waits for its private input (C_0 = 0x{key.hex()}); deliver it to {where}")
                 return None
             return quantize(np.asarray(x, dtype=np.float32), plan.scale)
-        q, _ = unpack_tensor(key, 0, self.runtime.sizes[0])
+        q, _ = unpack_tensor(key, 0, self.runtime.request_size)
         return q
 
     def answer(self, record: RequestRecord) -> None:
@@ -150,7 +150,7 @@ class OracleNode(Node):
             self.state.set_status(record.request_id, "executing")
             started = time.time()
             try:
-                claim = self.runtime.execute(x, claim_file.parent)
+                claim = self.runtime.execute(self.runtime.model_input(x), claim_file.parent)
             except UnprovableClaimError as exc:
                 self.send("decline", record.request_id, str(exc)[:200])
                 self.state.set_status(record.request_id, "declined", reason=str(exc))

@@ -13,7 +13,8 @@ from imo.pipeline.chain import Chain
 from imo.proving import onnx_io, prover
 from imo.proving.circuit import CircuitFiles, build_circuit
 from imo.proving.segments import circuit_files
-from imo.verifier_contracts.evm import ProofCall, compile_verifier, deploy, verify_onchain
+from imo.verifier_contracts.evm import ProofCall, verify_onchain
+from imo.verifier_contracts.reusable import deploy_circuit_verifier
 
 
 def prove_model(onnx_path: Path, input_path: Path, out_dir: Path, calibration_path: Path | None = None, srs_file: Path | None = None, quiet: bool = False) -> dict:
@@ -44,9 +45,8 @@ def verify_proof_onchain(proof_dir: Path, chain: Chain) -> OnchainResult:
     """Compile the circuit's Solidity verifier, deploy it, and verify the proof in a transaction."""
     files = CircuitFiles(proof_dir)
     call = ProofCall.from_proof_file(prover.proof_path(files))
-    contract = compile_verifier(files.verifier_sol)
     sender = chain.require_signer()
-    verifier, deploy_gas = deploy(chain.w3, contract, sender)
+    verifier, contract, deploy_gas = deploy_circuit_verifier(chain.w3, files.verifier_sol, sender)
     accepted, gas = verify_onchain(verifier, call, sender)
     return OnchainResult(chain.rpc_url, verifier.address, contract.runtime_size, deploy_gas, gas, accepted)
 
@@ -67,8 +67,7 @@ def verify_run_onchain(plan_path: Path, run_dir: Path, chain: Chain) -> list[Seg
     results = []
     for segment in zk:
         call = ProofCall.from_proof_file(Path(run_dir) / f"seg{segment.index}" / "proof.json")
-        contract = compile_verifier(circuit_files(plan_dir, segment).verifier_sol)
-        verifier, deploy_gas = deploy(chain.w3, contract, sender)
+        verifier, contract, deploy_gas = deploy_circuit_verifier(chain.w3, circuit_files(plan_dir, segment).verifier_sol, sender)
         accepted, gas = verify_onchain(verifier, call, sender)
         if not accepted:
             raise ProofError(f"segment {segment.index}'s on-chain verifier at {verifier.address} rejected the proof in {Path(run_dir) / f'seg{segment.index}'}")

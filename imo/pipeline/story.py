@@ -184,7 +184,7 @@ class Story:
 
 
 def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, model: str = "mlp-wide",
-              honest_requests: int = 3, say=print, dashboard=None) -> dict:
+              honest_requests: int = 3, say=print, dashboard=None, llm_tokens: int | None = None) -> dict:
     """Tell the whole story; returns the summary (see `imo demo --summary`). Raises AssertionError if any money
     check fails. `dashboard(deployment, summary)`, if given, is called at the end while the chain is still up
     (`deployment.rpc_url` set); the chain stops when it returns (`imo demo --dashboard` serves until Ctrl-C)."""
@@ -451,8 +451,16 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
         say(f"      snapshot {snap2['snapshotId']} (gen fee + mint fee + royalty): " + ", ".join(
             f"buyer {n + 1} claimed {_eth(c['claimed_wei'])}" for n, c in enumerate(claims2)))
 
+        # ------------------------------------------------------------ optional: the 114M-parameter LM (`imo demo --llm`)
+        if llm_tokens:
+            from imo.pipeline.story_llm import llm_act
+
+            t = time.perf_counter()
+            summary["llm"] = llm_act(s, dep, node.rpc_url, nodes_dir, OWNER, USER, HONEST, CHALLENGER, tokens=llm_tokens)
+            s.timings["llm"] = round(time.perf_counter() - t, 3)
+
         # ------------------------------------------------------------ money check
-        contracts = [dep.token, dep.oracle, dep.offering, dep.consumer, dep.nft, *dep.verifiers.values()]
+        contracts = [dep.token, dep.oracle, dep.offering, dep.consumer, dep.nft, *{a for a in dep.verifiers.values() if int(a, 16)}]
         eth_after = sum(s.balance(a) for a in tracked + contracts)
         gas_paid = 0
         for number in range(start_block + 1, w3.eth.block_number + 1):

@@ -70,7 +70,7 @@ def write_public_bundle(plan_path: Path, out_dir: Path) -> dict:
         public_index = {}
         for seg, seg_body in zip(plan.segments, body["segments"]):
             files = circuits[seg.index]
-            wanted = public_files(files, seg.mode)
+            wanted = [files.settings] if seg.game_only else public_files(files, seg.mode)
             files.require(*wanted)
             dest = CircuitFiles(tmp / "circuits" / f"seg{seg.index}")
             dest.root.mkdir()
@@ -79,6 +79,9 @@ def write_public_bundle(plan_path: Path, out_dir: Path) -> dict:
             if seg.mode == "op":
                 seg_body["onnx"] = f"segments/seg{seg.index}.onnx"
                 shutil.copyfile(plan_dir / seg.onnx, tmp / seg_body["onnx"])
+                data = (plan_dir / seg.onnx).with_name(Path(seg.onnx).name + ".data")  # a large op segment's external weights
+                if data.is_file():
+                    shutil.copyfile(data, tmp / (seg_body["onnx"] + ".data"))
             else:
                 seg_body["onnx"] = PRIVATE_ONNX
             public_index[str(seg.index)] = {"key": index[str(seg.index)]["key"], "dir": f"circuits/seg{seg.index}", "mode": seg.mode,

@@ -239,4 +239,9 @@ def generate_verifier(files: CircuitFiles, srs: Path) -> Path:
         if not files.verifier_sol.is_file():
             raise
     abi.unlink(missing_ok=True)
+    from imo.verifier_contracts.evm import compile_verifier
+    from imo.verifier_contracts.reusable import EIP170_LIMIT, make_adapter
+
+    if compile_verifier(files.verifier_sol).runtime_size > EIP170_LIMIT:  # could never be deployed: use ezkl's reusable verifier
+        make_adapter(files.vk, files.settings, srs, files.verifier_sol)
     return files.verifier_sol

@@ -82,4 +82,5 @@ def load_batch(path: Path, sig: ModelSignature) -> np.ndarray:
 def run_onnxruntime(model_path: Path, x: np.ndarray) -> list[np.ndarray]:
     """Float reference outputs."""
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})
+    first = session.get_inputs()[0]
+    return session.run(None, {first.name: x.astype(np.int64 if first.type == "tensor(int64)" else np.float32)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 from imo.circuits.plan import Plan
@@ -44,8 +45,9 @@ def plan_programs(plan_file: Path) -> Programs:
         entry = cache.get(key)
         if entry is None:
             try:
+                start = time.perf_counter()
                 program = StepProgram.build(plan_dir / seg.onnx, settings)
-                entry = {"root": program.root.hex(), "steps": program.n_steps}
+                entry = {"root": program.root.hex(), "steps": program.n_steps, "build_seconds": round(time.perf_counter() - start, 1)}
             except NotBisectable as exc:
                 log.info("segment %d has no step program: %s", k, exc)
                 entry = {"root": None, "reason": str(exc)}
@@ -59,3 +61,13 @@ def plan_programs(plan_file: Path) -> Programs:
         except OSError:  # a read-only plan (a shared bundle) still works, it just recomputes
             pass
     return out
+
+
+def program_build_seconds(plan_file: Path) -> float:
+    """The longest step-program build of the plan measured here (0 if none was built): a challenger rebuilds the
+    program and re-executes its trace before its first move, so the windows must allow for it."""
+    try:
+        cache = json.loads((Path(plan_file).parent / PROGRAMS_FILE).read_text())
+    except (OSError, ValueError):
+        return 0.0
+    return max((float(e.get("build_seconds", 0.0)) for e in cache.values() if isinstance(e, dict)), default=0.0)

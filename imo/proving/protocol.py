@@ -16,6 +16,7 @@ from pathlib import Path
 
 import ezkl
 import numpy as np
+from eth_abi import decode as abi_decode
 from eth_abi import encode
 from eth_utils import keccak
 
@@ -73,6 +74,43 @@ def request_input(plan: Plan, x: np.ndarray) -> bytes:
     if plan.boundary_hashed(0):
         return felt(poseidon_commitment(q)).to_bytes(32, "big")
     return pack_tensor(q)
+
+
+# ------------------------------------------------------------------ generation models
+
+
+def generation_input(prompt: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """A generation model's claimed input for the N greedy `tokens` it generated from `prompt`: prompt ‖ tokens[:N-1]
+    (T ids). A causal model's one forward pass over it predicts all N tokens (teacher forcing), so one inference checks
+    the whole generation; `AIOracle` binds this input to the request's prompt and the claim's output."""
+    prompt, tokens = np.asarray(prompt, dtype=np.int64).ravel(), np.asarray(tokens, dtype=np.int64).ravel()
+    return np.concatenate([prompt, tokens[:-1]])
+
+
+def prompt_hash(prompt_values) -> bytes:
+    """A generation request's stored `input`: keccak256 of the prompt's values as int256 words (abi.encodePacked), so
+    the width the dapp packed them at does not matter; a node compares it with a claim's first P input values."""
+    return keccak(b"".join(int(v).to_bytes(32, "big", signed=True) for v in np.asarray(prompt_values).ravel()))
+
+
+def generation_input_matches(claim: "Claim", sizes: list[int], gen_tokens: int, stored_input: bytes) -> bool:
+    """Whether `AIOracle` accepts a generation claim's input for a request whose stored input is `stored_input`: T ids
+    packed as `pack_tensor` packs them (the one encoding, so a bisection game's input hash is unambiguous), whose first
+    P = T - N + 1 hash to it (`prompt_hash`) and whose rest are the claimed output's first N - 1 tokens."""
+    try:
+        ids, end = unpack_tensor(claim.input, 0, sizes[0])
+        tokens, _ = unpack_tensor(claim.output, 0, gen_tokens)
+    except ValueError:
+        return False
+    p = sizes[0] - gen_tokens + 1
+    return (end == len(claim.input) and claim.input == pack_tensor(ids) and prompt_hash(ids[:p]) == bytes(stored_input)
+            and np.array_equal(ids[p:], tokens[:-1]))
+
+
+def decode_text_payload(payload: bytes) -> bytes:
+    """The generated tokens from a generation model's callback payload, `abi.encode(bytes)` (each token's low byte)."""
+    (text,) = abi_decode(["bytes"], bytes(payload))
+    return bytes(text)
 
 
 # ------------------------------------------------------------------ claims
@@ -192,12 +230,13 @@ class ModelSpec:
     challenge_window_s: int
     response_window_s: int
     scale: int
+    gen_tokens: int = 0  # a greedy generation model of this many tokens (0: an ordinary model); see generation_input
 
-    ABI = "(bytes32,bytes32,address,uint96,uint96,uint16,uint32,uint32,uint8)"
+    ABI = "(bytes32,bytes32,address,uint96,uint96,uint16,uint32,uint32,uint8,uint16)"
 
     def as_tuple(self) -> tuple:
         return (self.onnx_hash, self.plan_hash, self.rev_share_token, self.fee_wei, self.bond_wei,
-                self.operator_share_bps, self.challenge_window_s, self.response_window_s, self.scale)
+                self.operator_share_bps, self.challenge_window_s, self.response_window_s, self.scale, self.gen_tokens)
 
 
 NO_VERIFIER = "0x" + "00" * 20
@@ -284,6 +323,31 @@ class PlanRuntime:
     def n(self) -> int:
         return len(self.plan.segments)
 
+    @property
+    def request_size(self) -> int:
+        """Elements of a request's public input: the model input, or a generation model's prompt (T - N + 1 ids)."""
+        return self.sizes[0] - (self.plan.generate or 1) + 1
+
+    def model_input(self, request_values: np.ndarray) -> np.ndarray:
+        """The model input a claim answers for these request values: the values themselves, or for a generation plan
+        the prompt followed by the first N-1 greedy tokens (N passes of the whole plan: `generation.decode`)."""
+        q = np.asarray(request_values, dtype=np.int64).ravel()
+        if not self.plan.generate:
+            return q
+        from imo.models.generation import decode
+
+        if q.size and (q.min() < 0 or q.max() > 255):
+            raise UnprovableClaimError("a generation model's prompt is byte ids in [0, 256); this request's is not")
+        _, full = decode(self.run_all, bytes(int(v) for v in q), self.plan.generate, context=self.sizes[0])
+        return np.asarray(full, dtype=np.int64).ravel()
+
+    def run_all(self, q_in: np.ndarray) -> np.ndarray:
+        """Every segment on the canonical executor, zk ones included (the operator holds their ONNX)."""
+        q = np.asarray(q_in, dtype=np.int64)
+        for k in range(1, self.n + 1):
+            q = self.run_op(k, q)
+        return q
+
     def run_op(self, k: int, q_in: np.ndarray) -> np.ndarray:
         """Segment k (1-based) on the canonical fixed-point executor."""
         seg = self.plan.segments[k - 1]
@@ -320,9 +384,7 @@ class PlanRuntime:
 
         # Every segment natively first, which enforces the circuits' limits: an input a zk segment cannot hold must be
         # refused as unprovable (UnprovableClaimError) before ezkl's witness fails on it with a bare ProofError.
-        q = np.asarray(q_input, dtype=np.int64)
-        for k in range(1, self.n + 1):
-            q = self.run_op(k, q)
+        self.run_all(q_input)
         run = prove_plan(self.plan_file, None, work_dir / "run", executor=LocalExecutor(workers=1), store=self.store, quiet=True,
                          quantized_input=np.asarray(q_input, dtype=np.int64).reshape(self.plan.segments[0].input_shape))
         q = [None if b["quantized"] is None else np.array(b["quantized"], dtype=np.int64) for b in run["boundaries"]]

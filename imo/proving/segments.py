@@ -6,6 +6,7 @@ exactly segment k+1's quantized input, handed to ezkl as exact field elements, s
 is the same on both sides and a public one is the same tensor. Witnesses are cheap and computed in order; the zk
 proofs are independent and go to an executor in parallel."""
 
+import hashlib
 import json
 import os
 import tempfile
@@ -97,6 +98,11 @@ def compile_plan(plan_path: Path, calibration: np.ndarray, store: ArtifactStore 
     with tempfile.TemporaryDirectory() as scratch:
         for segment, tile in tqdm(units, desc="compile segments", unit="circuit", disable=quiet):
             onnx_path = plan_dir / segment.onnx
+            if segment.game_only:  # no circuit: its settings are the plan's, and its output calibrates the next segment
+                index[str(segment.index)] = _game_only_settings(store, plan_dir, segment)
+                reports.append({"segment": segment.index, "tile": None, "mode": "op", "game_only": True, "est_logrows": segment.est_logrows})
+                batch = np.stack([onnx_io.run_onnxruntime(onnx_path, x)[0] for x in batch])
+                continue
             visibility = segment_visibility(plan, segment)
             chunks = segment.input_chunks or None
             decomp = tuple(plan.tile_decomp) if tile is not None else None
@@ -123,6 +129,15 @@ def compile_plan(plan_path: Path, calibration: np.ndarray, store: ArtifactStore 
                 batch = np.stack([onnx_io.run_onnxruntime(onnx_path, x)[0] for x in batch])  # float inputs of the next segment, for calibration only
     (plan_dir / CIRCUITS_FILE).write_text(json.dumps(index, indent=2))
     return reports
+
+
+def _game_only_settings(store: ArtifactStore, plan_dir: Path, segment: Segment) -> dict:
+    """A game-only op segment's "circuit": its executor settings alone (settings.json), content-addressed like a
+    circuit so every node finds the same file."""
+    settings = {"run_args": segment.run_args, "game_only": True}
+    key = hashlib.sha256(json.dumps({"onnx": segment.onnx_sha256, "settings": settings}, sort_keys=True).encode()).hexdigest()
+    files, _ = store.circuit(key, lambda files: files.settings.write_text(json.dumps(settings, indent=2)))
+    return {"key": key, "dir": str(files.root)}
 
 
 EXECUTOR_CHECK_INPUTS = 4
@@ -213,8 +228,8 @@ def prove_plan(plan_path: Path, input_path: Path | None, out_dir: Path, executor
     executor = executor or LocalExecutor()
     q_input = quantize(onnx_io.load_input(input_path, plan.input_signature()), plan.scale) if quantized_input is None else np.asarray(quantized_input, dtype=np.int64)
     units = {(segment.index, tile): unit_files(plan_dir, segment, tile) for segment in plan.segments for tile in segment.units()}
-    for files in units.values():
-        files.require(files.compiled, files.settings)
+    for (index, _), files in units.items():  # a game-only segment has settings and no circuit
+        files.require(*((files.settings,) if plan.segments[index].game_only else (files.compiled, files.settings)))
     keys = json.loads((plan_dir / CIRCUITS_FILE).read_text())
 
     def unit_key(segment: Segment, tile: int | None) -> str:

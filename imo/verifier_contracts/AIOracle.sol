@@ -29,6 +29,9 @@ import {IHalo2Verifier} from "./IHalo2Verifier.sol";
  * game in {disputeGame} between the submitter and the challenger, whose result ({settleGame}) slashes the claim or pays
  * the challenger's bond to the submitter. Any number of games may run on one segment and a won game settles nothing,
  * so a liar's own accomplice cannot shield its lie by opening (and losing) the only game.
+ * A generation model (`genTokens` N > 0) is asked with its prompt only; a claim's input is prompt ‖ gen[0..N-2] and its
+ * output gen[0..N-1]: a causal model's one forward pass over that input predicts all N greedy tokens (teacher forcing),
+ * so the segments check the whole generation as one inference, and the contract binds the input to both.
  */
 contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
     enum Status {
@@ -40,7 +43,8 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
     }
 
     /// @dev A request in three slots. `deadline`: while Pending, when the requester may cancel; while Submitted, the
-    /// end of the challenge window. `input`: C_0 for a hashed input, keccak256 of the input bytes for a public one.
+    /// end of the challenge window. `input`: C_0 for a hashed input, keccak256 of the input bytes for a public one,
+    /// and for a generation model keccak256 of the prompt's values as int256 words (whatever width packed them).
     struct Request {
         address requester;
         uint32 modelId;
@@ -179,7 +183,8 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
     /**
      * @notice Request an inference. `input` is, for a model with a hashed (private) input, the ABI-encoded Poseidon
      * commitment C_0 of the input, which goes to the oracle node off-chain; for a model with a public input, the input
-     * tensor itself in the packed encoding of {BoundaryCodec} (e.g. a prompt's bytes at width 1). Pay at least
+     * tensor itself in the packed encoding of {BoundaryCodec} (e.g. a prompt's bytes at width 1); for a generation model
+     * of N tokens and T input ids, the packed prompt of T - N + 1 ids. Pay at least
      * {estimateFee}; anything above it is a tip to the operator.
      * @dev Reverts with {AIOracleUnknownModel}, {AIOracleInvalidInput}, {AIOracleGasLimitTooHigh} or
      * {AIOracleUnderpaid}. Emits {AICallbackRequest}.
@@ -198,8 +203,10 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
             if (input.length != 32 || uint256(bytes32(input)) >= FIELD_MODULUS) revert AIOracleInvalidInput();
             stored = bytes32(input);
         } else {
+            uint256 gen = _models[modelId].genTokens;
+            if (gen != 0) inputSize -= gen - 1;
             if (!BoundaryCodec.isTensor(input, inputSize)) revert AIOracleInvalidInput();
-            stored = keccak256(input);
+            stored = gen == 0 ? keccak256(input) : _hashInts(BoundaryCodec.toInts(input, 0, inputSize), 0, inputSize);
         }
         if (gasLimit > MAX_CALLBACK_GAS) revert AIOracleGasLimitTooHigh(gasLimit, MAX_CALLBACK_GAS);
         uint256 required = estimateFee(modelId, gasLimit);
@@ -432,7 +439,8 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
      * @notice Finalize a submitted result after its challenge window, once no dispute is open: the model's share of
      * the fee goes to its RevShareToken (credited to it instead if it refuses the push), the rest of the fee and the
      * bond are credited to the submitter, the callback gas price of the fee to the caller, who must supply that gas,
-     * and y goes to the callback as `abi.encode(int256[] values, uint256 scale)`. `bodyHash` and `output` are the
+     * and y goes to the callback as `abi.encode(int256[] values, uint256 scale)` (a generation model's: `abi.encode(bytes)`
+     * of its tokens, see {_callbackOutput}). `bodyHash` and `output` are the
      * submitted claim's (see {hashClaim}). A callback that reverts, runs out of gas or re-enters changes nothing else.
      * @dev Reverts with {AIOracleUnexpectedStatus}, {AIOracleChallengeWindowOpen}, {AIOracleDisputesOpen},
      * {AIOracleClaimMismatch} or {AIOracleInsufficientGas}. Emits {AIRequestFinalized}, {Credited},
@@ -557,10 +565,22 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
         operatorPayout = rest - modelRevenue;
     }
 
-    /// @dev What the callback receives: `abi.encode(int256[] values, uint256 scale)` of a packed output.
+    /// @dev What the callback receives: `abi.encode(int256[] values, uint256 scale)` of a packed output; for a
+    /// generation model `abi.encode(bytes text)`, text[i] the low byte of token i. Truncating, never reverting: finalize
+    /// must not fail on output content (the fee and bond would be stuck); an honest model's tokens are 0..255 and a
+    /// lying output is slashed in the challenge window.
     function _callbackOutput(uint256 modelId, bytes calldata output) private view returns (bytes memory) {
         uint32[] storage sizes = _boundarySizes[modelId];
-        return abi.encode(BoundaryCodec.toInts(output, 0, sizes[sizes.length - 1]), uint256(_models[modelId].scale));
+        uint256 n = sizes[sizes.length - 1];
+        int256[] memory values = BoundaryCodec.toInts(output, 0, n);
+        if (_models[modelId].genTokens == 0) return abi.encode(values, uint256(_models[modelId].scale));
+        bytes memory text = new bytes(n);
+        assembly ("memory-safe") {
+            for { let i := 0 } lt(i, n) { i := add(i, 1) } {
+                mstore8(add(add(text, 0x20), i), mload(add(values, shl(5, add(i, 1))))) // the low byte
+            }
+        }
+        return abi.encode(text);
     }
 
     function _requireChallengeable(uint256 requestId) private view returns (Request storage r) {
@@ -573,7 +593,30 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
         (, bytes32 claimHash) = hashClaim(claim);
         if (claimHash != _claims[requestId].claimHash) revert AIOracleClaimMismatch(requestId);
         Request storage r = _requests[requestId];
-        if (_boundarySizes[r.modelId][0] != 0 && keccak256(claim.input) != r.input) revert AIOracleClaimMismatch(requestId);
+        if (_boundarySizes[r.modelId][0] != 0 && !_inputMatches(r, claim)) revert AIOracleClaimMismatch(requestId);
+    }
+
+    /// @dev The claim's public input is the request's: the same bytes for an ordinary model. For a generation model of
+    /// N tokens and T input ids: exactly T ids in the canonical (narrowest) width, so that a bisection game's input hash
+    /// is one the submitter knows, whose first P = T - N + 1 are the prompt (their hash is `r.input`) and whose rest is
+    /// the claimed output's first N - 1 tokens (teacher forcing: one forward pass predicts all N).
+    function _inputMatches(Request storage r, ClaimData calldata claim) private view returns (bool) {
+        uint256 n = _models[r.modelId].genTokens;
+        if (n == 0) return keccak256(claim.input) == r.input;
+        uint256 t = _boundarySizes[r.modelId][0];
+        if (!BoundaryCodec.isTensor(claim.input, t)) return false; // the output was checked first
+        int256[] memory ids = BoundaryCodec.toInts(claim.input, 0, t);
+        int256[] memory gen = BoundaryCodec.toInts(claim.output, 0, n);
+        uint256 p = t - n + 1;
+        return _hashInts(ids, 0, p) == r.input && _hashInts(ids, p, n - 1) == _hashInts(gen, 0, n - 1)
+            && BoundaryCodec.isNarrowest(ids, uint8(claim.input[0]));
+    }
+
+    /// @dev keccak256(abi.encodePacked(values[from..from+count-1])): the int256 words of a slice.
+    function _hashInts(int256[] memory values, uint256 from, uint256 count) private pure returns (bytes32 h) {
+        assembly ("memory-safe") {
+            h := keccak256(add(values, mul(add(from, 1), 0x20)), mul(count, 0x20))
+        }
     }
 
     function _useCommit(bytes32 commitment) private {
@@ -598,10 +641,10 @@ contract AIOracle is IAIOracle, AIOracleRegistry, ReentrancyGuardTransient {
             if (size != 0 && b > 0 && b < n) offset = BoundaryCodec.skip(claim.data, offset, size);
         }
         if (offset != claim.data.length) revert AIOracleInvalidClaim(requestId, n + 1);
-        if (sizes[0] == 0 ? claim.input.length != 0 : keccak256(claim.input) != r.input) {
+        if (BoundaryCodec.skip(claim.output, 0, sizes[n]) != claim.output.length) revert AIOracleInvalidClaim(requestId, n);
+        if (sizes[0] == 0 ? claim.input.length != 0 : !_inputMatches(r, claim)) {
             revert AIOracleInvalidClaim(requestId, 0);
         }
-        if (BoundaryCodec.skip(claim.output, 0, sizes[n]) != claim.output.length) revert AIOracleInvalidClaim(requestId, n);
         uint256 zkCount = _zkIndex(r.modelId, n + 1);
         if (claim.proofs.length != zkCount) revert AIOracleWrongProofCount(zkCount, claim.proofs.length);
     }

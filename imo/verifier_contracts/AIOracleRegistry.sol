@@ -10,6 +10,8 @@ pragma solidity ^0.8.24;
  * anyone can re-execute the op segments next to it). The output y is always public. Anyone may register; a
  * registration never changes, and its {registrationDigest} (spec, segments, boundary sizes and the code hash of every
  * verifier) is what nodes compare with the plan they compiled before they serve it.
+ * A model may be a greedy generation model of N = `genTokens` tokens: its input is T token ids (public, T >= N), its
+ * output the N generated ids, and a request carries only the prompt, its first P = T - N + 1 ids (see {AIOracle}).
  */
 abstract contract AIOracleRegistry {
     /// @dev One segment: its ezkl verifier and whether its proof is posted with every result (zk) or only given in a
@@ -26,7 +28,8 @@ abstract contract AIOracleRegistry {
     }
 
     /// @dev The registered, immutable economics and format of a model. `challengeWindow` 0 means every segment is zk
-    /// and all proofs are verified at submit (instant finality); otherwise proofs are checked lazily.
+    /// and all proofs are verified at submit (instant finality); otherwise proofs are checked lazily. `genTokens`
+    /// (0: an ordinary model) makes it a generation model of that many tokens.
     struct ModelSpec {
         bytes32 onnxHash;
         bytes32 planHash;
@@ -37,6 +40,7 @@ abstract contract AIOracleRegistry {
         uint32 challengeWindow;
         uint32 responseWindow;
         uint8 scale;
+        uint16 genTokens;
     }
 
     uint256 public constant BPS = 10_000;
@@ -63,6 +67,7 @@ abstract contract AIOracleRegistry {
     error AIOracleInvalidOperatorShare(uint256 bps);
     error AIOracleInvalidBoundary(uint256 boundary, uint256 size);
     error AIOracleInvalidWindows(uint256 challengeWindow, uint256 responseWindow);
+    error AIOracleInvalidGeneration(uint256 genTokens, uint256 boundary, uint256 size);
     error AIOracleBondTooLow(uint256 required, uint256 given);
     error AIOracleTooManyModels();
     error AIOracleUnknownModel(uint256 modelId);
@@ -78,7 +83,8 @@ abstract contract AIOracleRegistry {
      * program on a zk segment, or a root without steps or steps without a root), {AIOracleInvalidRevShareToken},
      * {AIOracleInvalidOperatorShare}, {AIOracleInvalidBoundary} (a hashed boundary next to an op segment, a hashed
      * output, or a size over the limit), {AIOracleInvalidWindows} (an op segment without challenge and response
-     * windows) or {AIOracleBondTooLow}. Emits {ModelRegistered}.
+     * windows), {AIOracleInvalidGeneration} (a generation model whose input is hashed or shorter than `genTokens`, or
+     * whose output is not `genTokens` ids) or {AIOracleBondTooLow}. Emits {ModelRegistered}.
      * @return modelId the id of the model (ids start at 1)
      */
     function registerModel(ModelSpec calldata spec, Segment[] calldata segments, uint32[] calldata boundarySizes)
@@ -98,11 +104,14 @@ abstract contract AIOracleRegistry {
             }
             if (!seg.zk) hasOp = true;
         }
+        uint256 gen = spec.genTokens;
         for (uint256 b = 0; b <= n; ++b) {
             uint256 size = boundarySizes[b];
             bool nextToOp = (b > 0 && !segments[b - 1].zk) || (b < n && !segments[b].zk);
             bool tooLarge = size > (b == n ? MAX_OUTPUT_SIZE : MAX_BOUNDARY_SIZE);
             if (tooLarge || (size == 0 && (nextToOp || b == n))) revert AIOracleInvalidBoundary(b, size);
+            // a generation model's input holds at least its tokens (so it is public) and its output is exactly them
+            if (gen != 0 && (b == 0 ? size < gen : b == n && size != gen)) revert AIOracleInvalidGeneration(gen, b, size);
         }
         if (spec.revShareToken == address(0)) revert AIOracleInvalidRevShareToken();
         if (spec.operatorShareBps > BPS) revert AIOracleInvalidOperatorShare(spec.operatorShareBps);

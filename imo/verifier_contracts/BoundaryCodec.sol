@@ -34,6 +34,21 @@ library BoundaryCodec {
         return (width == 1 || width == 2 || width == 4) && data.length == 1 + size * width;
     }
 
+    /// @dev Whether `width` is the narrowest of 1, 2, 4 that holds every value, as `pack_tensor` chooses it: the one
+    /// encoding of these values.
+    function isNarrowest(int256[] memory values, uint256 width) internal pure returns (bool narrowest) {
+        assembly ("memory-safe") {
+            narrowest := eq(width, 1)
+            let half := sub(shr(1, width), 1) // signextend's byte index for half the width (width 1: none, v unchanged)
+            let end := add(values, shl(5, add(mload(values), 1)))
+            for { let q := add(values, 0x20) } lt(q, end) { q := add(q, 0x20) } {
+                let v := mload(q)
+                // a value that does not fit in half the width needs this one
+                if iszero(eq(signextend(half, v), v)) { narrowest := 1 }
+            }
+        }
+    }
+
     /// @dev The `size` elements of the packed tensor at `offset`, as field elements.
     function toFields(bytes calldata data, uint256 offset, uint256 size) internal pure returns (uint256[] memory out) {
         int256[] memory values = toInts(data, offset, size);

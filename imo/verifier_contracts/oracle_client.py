@@ -63,7 +63,7 @@ class ChainRequest:
     callback: str
     fee: int
     status: Status
-    input: bytes  # C_0 (hashed input) or keccak256 of the input bytes (public input)
+    input: bytes  # C_0 (hashed input), keccak256 of the input bytes (public input) or a generation prompt's `prompt_hash`
     callback_data: bytes
 
 

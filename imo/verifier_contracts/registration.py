@@ -17,11 +17,12 @@ from pathlib import Path
 
 from imo.circuits.plan import Plan
 from imo.errors import ImoError
-from imo.proving.programs import Programs, plan_programs
-from imo.proving.protocol import ModelSpec, Registration, SegmentSpec, verifier_code_hash
+from imo.proving.programs import Programs, plan_programs, program_build_seconds
+from imo.proving.protocol import NO_VERIFIER, ModelSpec, Registration, SegmentSpec, verifier_code_hash
 from imo.proving.segments import circuit_files
 from imo.verifier_contracts.contracts import Deployment
-from imo.verifier_contracts.evm import compile_verifier, deploy
+from imo.verifier_contracts.evm import compile_verifier
+from imo.verifier_contracts.reusable import deploy_circuit_verifier
 from imo.verifier_contracts.oracle_client import ChainModel, OracleClient
 from imo.verifier_contracts.solc import CompiledContract
 
@@ -58,19 +59,20 @@ class DisputeCosts:
 
 def dispute_costs(plan_file: Path, reference_gas_price_wei: int = REFERENCE_GAS_PRICE_WEI) -> DisputeCosts:
     plan, plan_dir = Plan.load(plan_file), Path(plan_file).parent
-    setup = [json.loads(circuit_files(plan_dir, s).report.read_text())["seconds"].get("setup", 0.0) for s in plan.segments]
-    worst = 2 * max(setup)
+    setup = [json.loads(circuit_files(plan_dir, s).report.read_text())["seconds"].get("setup", 0.0) for s in plan.segments if not s.game_only]
     depths = [max(1, (steps - 1).bit_length()) for _, steps in plan_programs(plan_file).values()]
+    # a fraud proof takes about twice its key setup; a game's first move about twice the program's build (rebuild + trace)
+    worst = 2 * max(*setup, program_build_seconds(plan_file), 0.0)
     game_gas = GAME_FIXED_GAS + GAME_GAS_PER_LEVEL * max(depths) if depths else 0
     # half of a slashed bond pays the winner: it must cover the worst dispute's gas, a fraud proof's or a game's
     bond = max(DISPUTE_GAS, game_gas) * reference_gas_price_wei * BOND_MARGIN
     return DisputeCosts(round(worst, 1), int(3 * worst + 60), bond, reference_gas_price_wei, game_gas)
 
 
-def plan_verifiers(plan_file: Path) -> list[CompiledContract]:
-    """Each segment's ezkl verifier, compiled here from the plan's own circuits."""
+def plan_verifiers(plan_file: Path) -> list[CompiledContract | None]:
+    """Each segment's ezkl verifier, compiled here from the plan's own circuits; None for a game-only segment."""
     plan, plan_dir = Plan.load(plan_file), Path(plan_file).parent
-    return [compile_verifier(circuit_files(plan_dir, s).verifier_sol) for s in plan.segments]
+    return [None if s.game_only else compile_verifier(circuit_files(plan_dir, s).verifier_sol) for s in plan.segments]
 
 
 
@@ -82,7 +84,7 @@ def expected_registration(plan_file: Path, spec: ModelSpec, verifier_addresses: 
     what `imo register` registers and every node expects, so that a bisection game can be opened on them."""
     plan = Plan.load(plan_file)
     # a game-only op segment (verifier zero, `NO_VERIFIER`) has code hash zero, as `registerModel` computes it
-    code_hashes = tuple(verifier_code_hash(a, bytes.fromhex(c.runtime.removeprefix("0x")))
+    code_hashes = tuple(verifier_code_hash(a, bytes.fromhex(c.runtime.removeprefix("0x")) if c else b"")
                         for a, c in zip(verifier_addresses, plan_verifiers(plan_file)))
     programs = plan_programs(plan_file) if programs is None else programs
     segments = tuple(SegmentSpec(a, s.mode == "zk", *programs.get(k, (b"\x00" * 32, 0)))
@@ -112,6 +114,8 @@ def registration_problems(plan_file: Path, model: ChainModel, terms: Terms | Non
         problems.append(f"model {model.model_id}: registration digest {model.digest.hex()[:12]}… ≠ {expected.digest().hex()[:12]}… ({what})")
     if spec.scale != plan.scale:
         problems.append(f"model {model.model_id}: scale {spec.scale} ≠ the plan's {plan.scale}")
+    if spec.gen_tokens != (plan.generate or 0):  # the request and claim formats follow it: see `generation_input`
+        problems.append(f"model {model.model_id}: generates {spec.gen_tokens} tokens, the plan {plan.generate or 0}")
     if terms is not None:
         want = (terms.fee_wei, terms.bond_wei, terms.operator_share_bps, terms.challenge_window_s, terms.response_window_s)
         got = (spec.fee_wei, spec.bond_wei, spec.operator_share_bps, spec.challenge_window_s, spec.response_window_s)
@@ -141,11 +145,14 @@ def register_plan(oracle: OracleClient, deployment: Deployment, plan_file: Path,
                        f"at least {costs.min_bond_wei} wei, got {terms.bond_wei}")
     windows = (terms.challenge_window_s, terms.response_window_s) if has_op else (0, 0)
     spec = ModelSpec(bytes.fromhex(plan.model_sha256), bytes.fromhex(plan.plan_hash), deployment.token, terms.fee_wei,
-                     terms.bond_wei, terms.operator_share_bps, *windows, plan.scale)
+                     terms.bond_wei, terms.operator_share_bps, *windows, plan.scale, plan.generate or 0)
     sender = oracle.sender if isinstance(oracle.sender, str) else oracle.sender.address
     addresses = []
-    for seg, compiled in zip(plan.segments, plan_verifiers(plan_file)):
-        verifier, gas = deploy(oracle.w3, compiled, oracle.sender)
+    for seg in plan.segments:
+        if seg.game_only:  # disputed by the bisection game alone
+            addresses.append(NO_VERIFIER)
+            continue
+        verifier, _, gas = deploy_circuit_verifier(oracle.w3, circuit_files(Path(plan_file).parent, seg).verifier_sol, oracle.sender)
         deployment.verifiers[f"{name}/seg{seg.index}"] = verifier.address
         deployment.gas[f"Halo2Verifier {name}/seg{seg.index}"] = gas
         addresses.append(verifier.address)
