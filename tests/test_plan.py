@@ -58,6 +58,17 @@ def test_plans_are_deterministic(tmp_path):
     assert len(hashes) == 1
 
 
+def test_a_plan_directory_with_its_derived_caches_can_be_rewritten(tmp_path):
+    """`imo demo` run twice in one workdir: registering writes step_programs.json (and compiling circuits.json) into
+    the plan directory, and writing the plan again must replace them, not refuse the directory."""
+    onnx_path = cached_export("mlp").onnx_path
+    write_plan(*make_plan(onnx_path, budget_logrows=15, private_input=True), tmp_path / "p")
+    for derived in ("circuits.json", "step_programs.json"):
+        (tmp_path / "p" / derived).write_text("{}")
+    write_plan(*make_plan(onnx_path, budget_logrows=15, private_input=True), tmp_path / "p")
+    assert not (tmp_path / "p" / "step_programs.json").exists() and Plan.load(tmp_path / "p" / "plan.json").segments
+
+
 @pytest.mark.parametrize("name", ["mlp", "cnn", "mlp-wide"])
 def test_segment_chain_reproduces_the_model_output_exactly_in_float(name, tmp_path):
     exported = cached_export(name)

@@ -370,7 +370,7 @@ def _worth_merging(estimate, a: list[int], b: list[int], mode: str, budget: int 
 
 def write_plan(plan: Plan, graph: Graph, out_dir: Path) -> Path:
     """Write plan.json and one ONNX file per segment into out_dir (atomically); return the plan file."""
-    with atomic_dir(Path(out_dir), derived=("circuits.json",)) as tmp:
+    with atomic_dir(Path(out_dir), derived=("circuits.json", "step_programs.json")) as tmp:
         (tmp / "segments").mkdir()
         for seg in plan.segments:
             seg.onnx = f"segments/seg{seg.index}.onnx"

@@ -141,7 +141,7 @@ def register_plan(oracle: OracleClient, deployment: Deployment, plan_file: Path,
         raise ImoError(f"challenge and response windows must be at least {costs.min_window_s} s for this plan (a fraud proof takes up to "
                        f"~{costs.worst_proof_s:.0f} s on this machine); got {terms.challenge_window_s}/{terms.response_window_s} s")
     if terms.bond_wei < costs.min_bond_wei:
-        raise ImoError(f"the bond must cover a dispute ({DISPUTE_GAS:,} gas at {reference_gas_price_wei / 1e9:g} gwei, ×{BOND_MARGIN}): "
+        raise ImoError(f"the bond must cover a dispute ({max(DISPUTE_GAS, costs.worst_game_gas):,} gas at {reference_gas_price_wei / 1e9:g} gwei, ×{BOND_MARGIN}): "
                        f"at least {costs.min_bond_wei} wei, got {terms.bond_wei}")
     windows = (terms.challenge_window_s, terms.response_window_s) if has_op else (0, 0)
     spec = ModelSpec(bytes.fromhex(plan.model_sha256), bytes.fromhex(plan.plan_hash), deployment.token, terms.fee_wei,
