@@ -130,6 +130,11 @@ def test_a_prompt_goes_through_the_oracle_and_the_callback_receives_the_text(mar
     assert text == expected_text(plan_file, "The for statement") and len(text) == N
     shown = json.loads(imo("status", str(rid), "--deployment", str(m.root / "deployment.json"), "--rpc-url", m.rpc_url, "--json").stdout)
     assert shown["result"]["tokens"] == list(text)
+    from imo.pipeline.dashboard import Dashboard
+
+    board = Dashboard.of(m.dep, m.rpc_url).summary()
+    [row] = [r for r in board["requests"] if r["id"] == rid]
+    assert row["output"] == {"values": list(text), "kind": "text", "text": text.decode("utf-8", errors="replace")}
 
 
 def test_a_prompt_that_is_not_bytes_is_declined_not_answered(market):

@@ -97,6 +97,7 @@ function pixelImage(out, size) {
 function outputCell(out) {
   if (!out) return el("span", { class: "muted", text: "—" });
   if (out.error) return el("span", { class: "muted", text: out.error });
+  if (out.kind === "text") return el("span", { class: "out", text: JSON.stringify(out.text) });
   return out.kind === "image" ? pixelImage(out, 32) : logitBars(out);
 }
 
