@@ -20,6 +20,11 @@ from imo.proving.circuit import LOOKUP_SAFETY_MARGIN, CircuitFiles, Visibility
 MANIFEST = "manifest.json"
 
 
+#: what a circuit's Verifier.sol is: ezkl's own, or an adapter over ezkl's reusable verifier where ezkl's exceeds EIP-170
+#: (imo.verifier_contracts.reusable); part of the key, so an entry cached before adapters existed is rebuilt, not reused
+VERIFIER_FORMAT = "eip170-adapter"
+
+
 def circuit_key(onnx_bytes: bytes, visibility: Visibility, scales: list[int] | None, calibration: np.ndarray,
                 decomp: tuple[int, int] | None = None) -> str:
     """Content address of a circuit and its keys: equal ONNX bytes (tiles carry canonical tensor names, so equal shape and
@@ -31,6 +36,7 @@ def circuit_key(onnx_bytes: bytes, visibility: Visibility, scales: list[int] | N
         "calibration": hashlib.sha256(np.ascontiguousarray(calibration, dtype=np.float32).tobytes()).hexdigest(),
         "ezkl": ezkl.__version__,
         "lookup_safety_margin": LOOKUP_SAFETY_MARGIN,
+        "verifier": VERIFIER_FORMAT,
     }
     if decomp:
         material["decomp"] = list(decomp)
