@@ -42,12 +42,17 @@ MAX_TX_GAS = 5_000_000
 OWNER, USER, HONEST, LIAR, CHALLENGER = range(5)
 
 
-def imo(*args: str, key: str | None = None) -> subprocess.CompletedProcess:
+def imo(*args: str, key: str | None = None, fails: bool = False) -> subprocess.CompletedProcess:
+    """Run the CLI; with `fails`, it must exit 1 with one clear line and no traceback."""
     env = {k: v for k, v in os.environ.items() if k != PRIVATE_KEY_ENV}
     if key:
         env[PRIVATE_KEY_ENV] = key
     proc = subprocess.run([sys.executable, "-m", "imo.pipeline.cli", *args], capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, f"imo {' '.join(args)}: {proc.stderr[-2000:]}"
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    if fails:
+        assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    else:
+        assert proc.returncode == 0, f"imo {' '.join(args)}: {proc.stderr[-2000:]}"
     return proc
 
 
@@ -117,6 +122,11 @@ def test_a_prompt_goes_through_the_oracle_and_the_callback_receives_the_text(mar
     out = imo("request", str(m.model_id), "--prompt", "The for statement", "--callback", m.dep.consumer, "--gas-limit", "200000",
               "--deployment", str(m.root / "deployment.json"), "--rpc-url", m.rpc_url, "--json", key=m.signers[USER].key.hex())
     rid = json.loads(out.stdout)["request_id"]
+    (m.root / "x.json").write_text(json.dumps({"input_data": [[1.0] * CFG.context]}))
+    wrong = imo("request", str(m.model_id), str(m.root / "x.json"), "--deployment", str(m.root / "deployment.json"),
+                "--rpc-url", m.rpc_url, key=m.signers[USER].key.hex(), fails=True)  # a generation model takes --prompt
+    assert "--prompt" in wrong.stderr
+    assert "--out" in imo("plan", str(plan_file.parent / "model" / "model.onnx"), "--generate", "2", fails=True).stderr
     oracle, watcher = m.node(HONEST), m.challenger()
     oracle.step()
     assert oracle.state.request(rid).status == "submitted", oracle.state.request(rid)

@@ -25,8 +25,7 @@ from imo.proving.protocol import (
     Registration,
     SegmentSpec,
     decode_text_payload,
-    generation_input,
-    generation_input_matches,
+    unpack_tensor,
     pack_tensor,
     prompt_hash,
 )
@@ -45,6 +44,27 @@ SIZES = [T, N]
 PROMPT = np.array([72, 101, 108, 108, 111, 32])  # "Hello "
 TOKENS = np.array([119, 111, 114])  # "wor": the greedy continuation the (made-up) model claims
 GAME_ONLY = SegmentSpec(NO_VERIFIER, False, keccak(b"generation program"), 4)
+
+
+def generation_input(prompt: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """A generation model's claimed input for the N greedy `tokens` it generated from `prompt`: prompt ‖ tokens[:N-1]
+    (T ids), as the oracle node builds it (`imo.models.generation.decode`)."""
+    prompt, tokens = np.asarray(prompt, dtype=np.int64).ravel(), np.asarray(tokens, dtype=np.int64).ravel()
+    return np.concatenate([prompt, tokens[:-1]])
+
+
+def generation_input_matches(claim: Claim, sizes: list[int], gen_tokens: int, stored_input: bytes) -> bool:
+    """An off-chain mirror of the contract's check: whether `AIOracle` accepts a generation claim's input for a request whose stored input is `stored_input`: T ids
+    packed as `pack_tensor` packs them (the one encoding, so a bisection game's input hash is unambiguous), whose first
+    P = T - N + 1 hash to it (`prompt_hash`) and whose rest are the claimed output's first N - 1 tokens."""
+    try:
+        ids, end = unpack_tensor(claim.input, 0, sizes[0])
+        tokens, _ = unpack_tensor(claim.output, 0, gen_tokens)
+    except ValueError:
+        return False
+    p = sizes[0] - gen_tokens + 1
+    return (end == len(claim.input) and claim.input == pack_tensor(ids) and prompt_hash(ids[:p]) == bytes(stored_input)
+            and np.array_equal(ids[p:], tokens[:-1]))
 
 
 def packed(values, width: int) -> bytes:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import ezkl
 import numpy as np
 import onnx
 from onnx import helper
@@ -63,40 +64,33 @@ def make_generation_plan(lm_onnx: Path, tokens: int, out_dir: Path, scale: int =
         _write_calibration(tmp / "model" / "calibration.json", gen.context, calibration_texts)
         macs = _matmul_macs(backbone)
         head_cost = model_cost(onnx.load(str(head)), scale)
+        (backbone_nodes, backbone_ops), (head_nodes, head_ops) = _nodes(backbone), _nodes(head)
         segments = [
-            Segment(index=0, mode="op", nodes=_node_names(backbone), ops=_node_ops(backbone),
+            Segment(index=0, mode="op", nodes=backbone_nodes, ops=backbone_ops,
                     reason=f"game only (no whole-segment circuit; disputed by bisection): {macs:,} MACs",
                     input="input", output=gen.head_input, input_shape=[1, gen.context], output_shape=[gen.tokens, d],
                     est_rows=int(macs * ROWS_PER_MAC), est_logrows=logrows_for(int(macs * ROWS_PER_MAC)),
                     onnx="segments/seg0.onnx", onnx_sha256=file_sha256(backbone, backbone.with_name(backbone.name + ".data")),
                     run_args=backbone_run_args(scale)),
-            Segment(index=1, mode="zk", reason="private: the output head's weights", nodes=_node_names(head), ops=_node_ops(head),
+            Segment(index=1, mode="zk", reason="private: the output head's weights", nodes=head_nodes, ops=head_ops,
                     input=gen.head_input, output="output", input_shape=[gen.tokens, d], output_shape=[gen.tokens],
                     est_rows=segment_rows(head_cost, 0, gen.tokens), est_logrows=segment_logrows(head_cost, 0, gen.tokens),
                     onnx="segments/seg1.onnx", onnx_sha256=file_sha256(head)),
         ]
-        plan = Plan(model=str(out_dir / "model" / "model.onnx"), model_sha256=file_sha256(gen.path), ezkl_version=_ezkl_version(),
+        plan = Plan(model=str(out_dir / "model" / "model.onnx"), model_sha256=file_sha256(gen.path), ezkl_version=ezkl.__version__,
                     scale=scale, scale_rebase_multiplier=1,
                     visibility={"input": "public", "between_zk": "hashed", "next_to_op": "public", "final_output": "public",
                                 "params": "fixed"},
-                    budget_logrows=None, private_nodes=_node_names(head), segments=segments, generate=gen.tokens)
+                    budget_logrows=None, private_nodes=head_nodes, segments=segments, generate=gen.tokens)
         plan.plan_hash = plan.compute_hash()
         (tmp / PLAN_FILE).write_text(plan.to_json(plan_dir=out_dir))
     return out_dir / PLAN_FILE
 
 
-def _ezkl_version() -> str:
-    import ezkl
-
-    return ezkl.__version__
-
-
-def _node_names(path: Path) -> list[str]:
-    return [n.name or n.output[0] for n in onnx.load(str(path), load_external_data=False).graph.node]
-
-
-def _node_ops(path: Path) -> list[str]:
-    return [n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node]
+def _nodes(path: Path) -> tuple[list[str], list[str]]:
+    """The names and op types of a segment file's nodes (its graph only, no weights)."""
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    return [n.name or n.output[0] for n in nodes], [n.op_type for n in nodes]
 
 
 def _external(t: onnx.TensorProto) -> dict[str, str]:

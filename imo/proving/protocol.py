@@ -79,32 +79,10 @@ def request_input(plan: Plan, x: np.ndarray) -> bytes:
 # ------------------------------------------------------------------ generation models
 
 
-def generation_input(prompt: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-    """A generation model's claimed input for the N greedy `tokens` it generated from `prompt`: prompt ‖ tokens[:N-1]
-    (T ids). A causal model's one forward pass over it predicts all N tokens (teacher forcing), so one inference checks
-    the whole generation; `AIOracle` binds this input to the request's prompt and the claim's output."""
-    prompt, tokens = np.asarray(prompt, dtype=np.int64).ravel(), np.asarray(tokens, dtype=np.int64).ravel()
-    return np.concatenate([prompt, tokens[:-1]])
-
-
 def prompt_hash(prompt_values) -> bytes:
     """A generation request's stored `input`: keccak256 of the prompt's values as int256 words (abi.encodePacked), so
     the width the dapp packed them at does not matter; a node compares it with a claim's first P input values."""
     return keccak(b"".join(int(v).to_bytes(32, "big", signed=True) for v in np.asarray(prompt_values).ravel()))
-
-
-def generation_input_matches(claim: "Claim", sizes: list[int], gen_tokens: int, stored_input: bytes) -> bool:
-    """Whether `AIOracle` accepts a generation claim's input for a request whose stored input is `stored_input`: T ids
-    packed as `pack_tensor` packs them (the one encoding, so a bisection game's input hash is unambiguous), whose first
-    P = T - N + 1 hash to it (`prompt_hash`) and whose rest are the claimed output's first N - 1 tokens."""
-    try:
-        ids, end = unpack_tensor(claim.input, 0, sizes[0])
-        tokens, _ = unpack_tensor(claim.output, 0, gen_tokens)
-    except ValueError:
-        return False
-    p = sizes[0] - gen_tokens + 1
-    return (end == len(claim.input) and claim.input == pack_tensor(ids) and prompt_hash(ids[:p]) == bytes(stored_input)
-            and np.array_equal(ids[p:], tokens[:-1]))
 
 
 def decode_text_payload(payload: bytes) -> bytes:

@@ -114,7 +114,7 @@ def registration_problems(plan_file: Path, model: ChainModel, terms: Terms | Non
         problems.append(f"model {model.model_id}: registration digest {model.digest.hex()[:12]}… ≠ {expected.digest().hex()[:12]}… ({what})")
     if spec.scale != plan.scale:
         problems.append(f"model {model.model_id}: scale {spec.scale} ≠ the plan's {plan.scale}")
-    if spec.gen_tokens != (plan.generate or 0):  # the request and claim formats follow it: see `generation_input`
+    if spec.gen_tokens != (plan.generate or 0):  # the request and claim formats follow it (docs/protocol.md, "Generation models")
         problems.append(f"model {model.model_id}: generates {spec.gen_tokens} tokens, the plan {plan.generate or 0}")
     if terms is not None:
         want = (terms.fee_wei, terms.bond_wei, terms.operator_share_bps, terms.challenge_window_s, terms.response_window_s)
