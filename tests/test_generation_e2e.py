@@ -159,6 +159,22 @@ def test_a_prompt_that_is_not_bytes_is_declined_not_answered(market):
     assert m.client.request(rid).status == Status.CANCELLED and m.client.credits(m.signers[USER].address) == fee
 
 
+def test_a_forged_head_proof_is_rejected_by_the_reusable_verifier_and_slashed(market):
+    """The test model's head verifier exceeds EIP-170 too, so it is the adapter over ezkl's reusable verifier: a
+    corrupted proof of the head must make it return false (not revert the dispute), and the forger is slashed."""
+    m = market
+    adapter = m.w3.eth.contract(address=m.dep.verifiers["tiny-gpt/seg1"], abi=[{"name": "REUSABLE", "type": "function", "inputs": [],
+                                "outputs": [{"name": "", "type": "address"}], "stateMutability": "view"}])
+    assert len(m.w3.eth.get_code(adapter.functions.REUSABLE().call())) > 10_000  # ezkl's reusable verifier, placed by CREATE2
+    user = m.client.as_sender(m.signers[USER])
+    rid, _ = user.request_callback(m.model_id, pack_tensor(prompt_ids("forged", CFG.context - N + 1)))
+    forger, challenger = m.node(LIAR, dishonest="proof", seed=1), m.challenger()
+    forger.step()
+    assert forger.state.request(rid).detail["dishonest"] == "proof"
+    challenger.step()
+    assert challenger.state.request(rid).status == "slashed" and m.client.request(rid).status == Status.PENDING
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_liar_in_the_backbone_at_a_random_token_loses_the_bisection_game(market, seed):
     """The liar changes one value of the backbone's (N, d) output, at a random token's row, and is checked by a
