@@ -148,7 +148,7 @@ def tiny_hybrid_plan(root: Path) -> Path:
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
     rng = np.random.default_rng(0)
     export_onnx(model, rng.uniform(-1, 1, (1, 8)).astype(np.float32), root / "model.onnx")
-    plan_file = write_plan(*make_plan(root / "model.onnx", private_input=True, budget_logrows=14, merge=False), root / "plan")
+    plan_file = write_plan(*make_plan(root / "model.onnx", private_input=True, budget_logrows=1, merge=False), root / "plan")
     compile_plan(plan_file, rng.uniform(-1, 1, (8, 1, 8)).astype(np.float32), quiet=True)
     return plan_file
 

@@ -42,7 +42,7 @@ def compiled(tmp_path_factory) -> dict:
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
     rng = np.random.default_rng(1)
     export_onnx(model, rng.uniform(-1, 1, (1, 8)).astype(np.float32), root / "model.onnx")
-    plan_file = write_plan(*make_plan(root / "model.onnx", private=["/0/Gemm"], budget_logrows=14), root / "plan")
+    plan_file = write_plan(*make_plan(root / "model.onnx", private=["/0/Gemm"], budget_logrows=1), root / "plan")
     write_input(root / "calibration.json", rng.uniform(-1, 1, (4, 1, 8)).astype(np.float32))
     bundle = root / "public"
     assert cli.main(["compile", str(plan_file), "--calibration", str(root / "calibration.json"), "--public-bundle", str(bundle), "--quiet"]) == 0

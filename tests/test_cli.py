@@ -54,7 +54,7 @@ def kinds(tmp_path_factory) -> dict[str, Path]:
     """One path of every kind a command might be handed by mistake (cheap: the plan is written, not compiled)."""
     root = tmp_path_factory.mktemp("kinds")
     exported = cached_export("mlp")
-    plan_file = write_plan(*make_plan(exported.onnx_path, private_input=True, budget_logrows=14), root / "plan")
+    plan_file = write_plan(*make_plan(exported.onnx_path, private_input=True, budget_logrows=1), root / "plan")
     paths = {
         "onnx": exported.onnx_path,
         "input": exported.input_path,

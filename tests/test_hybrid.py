@@ -23,7 +23,7 @@ def hybrid_run(tmp_path_factory):
     """mlp with a private input layer and a budget that sends the rest optimistic: (plan file, run dict, fraud-proof instances)."""
     exported = cached_export("mlp")
     root = tmp_path_factory.mktemp("hybrid")
-    plan_file = write_plan(*make_plan(exported.onnx_path, private_input=True, budget_logrows=14), root / "plan")
+    plan_file = write_plan(*make_plan(exported.onnx_path, private_input=True, budget_logrows=1), root / "plan")
     sig = onnx_io.signature(onnx_io.load_model(exported.onnx_path))
     compile_plan(plan_file, onnx_io.load_batch(exported.onnx_path.with_name("calibration.json"), sig)[:8], quiet=True)
     run = prove_plan(plan_file, exported.input_path, root / "run", quiet=True)

@@ -139,3 +139,54 @@ def test_proof_presented_with_a_different_input_commitment_does_not_link(fully_z
     (tampered / "run.json").write_text(json.dumps(run))
     with pytest.raises(ProofError, match="does not link"):
         verify_run(plan_file, tampered)
+
+
+def _partitions(n: int):
+    """Every way to cut n atoms into contiguous segments, as lists of (start, end)."""
+    for mask in range(2 ** (n - 1)):
+        cuts = [0] + [i + 1 for i in range(n - 1) if mask >> i & 1] + [n]
+        yield list(zip(cuts, cuts[1:]))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cut_selection_finds_the_cheapest_partition_of_a_zk_run(seed):
+    """`_cheapest_cuts` against brute force over every partition, with hashed boundaries priced (Poseidon rows and the
+    hash columns' factor): random atom sizes, a private first atom (hashed input), a budget that forbids some unions."""
+    from imo.circuits.cost import logrows_for, prove_cost
+    from imo.circuits.plan import _cheapest_cuts
+
+    rng = np.random.default_rng(seed)
+    n, width = 6, 64
+    rows = rng.integers(500, 20_000, size=n)
+
+    def estimate(nodes, in_hashed=False, out_hashed=False, narrow=True):
+        total = int(sum(rows[i] for i in nodes)) + 41 * width * (in_hashed + out_hashed)
+        return total, logrows_for(total), None
+
+    run = [([i], "zk", "private: x" if i == 0 else "within budget") for i in range(n)]
+    budget = 16
+
+    def cost(parts):
+        total = 0.0
+        for i, j in parts:
+            hashed_in, hashed_out = True, j < n  # the run reads the private input; every cut inside it is hashed
+            est = estimate(list(range(i, j)), hashed_in, hashed_out)
+            if j - i > 1 and est[1] > budget and i != 0:
+                return float("inf")
+            total += prove_cost(est[1], hashed_in or hashed_out)
+        return total
+
+    best = min(_partitions(n), key=cost)
+    chosen = _cheapest_cuts(estimate, run, budget, in_hashed=True)
+    assert [node for nodes, _, _ in chosen for node in nodes] == list(range(n))
+    parts = [(nodes[0], nodes[-1] + 1) for nodes, _, _ in chosen]
+    assert cost(parts) == cost(best)
+
+
+def test_small_zk_segments_take_the_narrow_table_and_greedy_merging_is_not_enough():
+    """gen with a private input and budget 14: three layers; the first two alone cost more than all three in one circuit
+    (2^13 + 2^13 hashed vs 2^14 hashed, a tie broken to fewer proofs), which left-to-right merging never saw."""
+    plan, _ = make_plan(cached_export("gen").onnx_path, private_input=True, budget_logrows=14)
+    assert [s.mode for s in plan.segments] == ["zk"] and plan.segments[0].est_logrows <= 14 and plan.segments[0].decomp == [1024, 3]
+    wide, _ = make_plan(cached_export("mlp-wide").onnx_path, private_input=True, budget_logrows=1)
+    assert wide.segments[0].decomp is None and wide.segments[0].est_logrows == 16  # 38k rows: the narrow table cannot lower it

@@ -173,7 +173,7 @@ def test_constant_subgraphs_are_folded_into_the_weights(models):
 
 
 @pytest.mark.parametrize("name, policy", [("residual", {}),  # two zk segments: the boundary between them is hashed
-                                          ("conv-residual", {"private_input": True, "budget_logrows": 14})])  # hashed input, zk then op
+                                          ("conv-residual", {"private_input": True, "budget_logrows": 1})])  # hashed input, zk then op
 def test_estimated_logrows_are_ezkls_logrows_of_the_compiled_segments(name, policy, models, tmp_path):
     plan, graph = make_plan(models[name], merge=False, **policy)
     assert len(plan.segments) >= 2 and plan.segments[0].mode == "zk"
@@ -193,7 +193,7 @@ def _executor_lacks(path) -> list:
 @pytest.mark.parametrize("name", [*MODELS, "shape"])
 def test_every_segment_runs_on_the_executor_or_the_plan_is_refused(name, models):
     assert {"Gemm", "Relu", "Add", "Conv", "Flatten", "Identity"} <= executor_ops()
-    for policy in ({}, {"budget_logrows": 14}):  # fully zk; all op (every segment needs 2^15 rows)
+    for policy in ({}, {"budget_logrows": 1}):  # fully zk; all op (no segment fits 2^1 rows)
         lacking = _executor_lacks(models[name])
         if lacking:
             with pytest.raises(InvalidModelError, match=rf"node '{lacking[0].name}' \({lacking[0].op_type}\) in (zk|op) segment 0: the fixed-point executor cannot run"):
@@ -203,7 +203,7 @@ def test_every_segment_runs_on_the_executor_or_the_plan_is_refused(name, models)
             assert {s.mode for s in plan.segments} == ({"op"} if policy else {"zk"})
 
 
-@pytest.mark.parametrize("policy", [[], ["--budget-logrows", "14"]])
+@pytest.mark.parametrize("policy", [[], ["--budget-logrows", "1"]])
 def test_a_node_the_executor_cannot_run_is_refused_in_one_line(policy, models, monkeypatch, capsys, tmp_path):
     real = executor_ops()
     monkeypatch.setattr("imo.circuits.plan.executor_ops", lambda: real - {"Tanh"})  # an executor without Tanh

@@ -29,6 +29,12 @@ NARROW_DECOMP = (1024, 3)
 gets below logrows 15 however small; base 2^10 with 3 legs represents more (|v| < 2^30 instead of 2^28) for a few % more
 rows and lets a small tile prove at logrows 12-14 (measured on ezkl 23.0.5). The executor reads both from the settings."""
 RESERVED_ROWS = 16  # blinding and reserved rows halo2 keeps free at the bottom of the table
+HASHED_PROVE_FACTOR = 1.7
+"""Prover time of a circuit with any Poseidon-hashed input or output over the same circuit with public I/O, at the same
+logrows: ezkl lays the hash out in its own columns with a degree-5 S-box gate, and every one of them spans all 2^logrows
+rows however few elements are hashed. Measured on ezkl 23.0.5, 2 quiet cores (docs/zk-cost.md): mlp-wide's input
+layer 12.3 s hashed / 7.4 s public at logrows 16 (1.67), a 128-column tile of it 3.26 / 1.93 s at 14 (1.69), a
+256-column tile 6.43 / 3.65 s at 15 (1.76). Rows alone (41 per hashed element) miss this."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +74,8 @@ def model_cost(model: onnx.ModelProto, scale: int, decomp: tuple[int, int] | Non
 class CostModel:
     """Costs of the sub-models of one graph, each laid out by ezkl once (cached by the sub-model's ONNX bytes)."""
 
-    def __init__(self, graph: Graph, scale: int):
-        self.graph, self.scale = graph, scale
+    def __init__(self, graph: Graph, scale: int, decomp: tuple[int, int] | None = None):
+        self.graph, self.scale, self.decomp = graph, scale, decomp
         self._cache: dict[bytes, SegmentCost] = {}
 
     def between(self, inputs: list[str], outputs: list[str]) -> SegmentCost:
@@ -78,7 +84,7 @@ class CostModel:
         model.graph.name = "segment"  # the name holds the tensor names: the same computation costs the same
         key = hashlib.sha256(model.SerializeToString(deterministic=True)).digest()
         if key not in self._cache:
-            self._cache[key] = model_cost(model, self.scale)
+            self._cache[key] = model_cost(model, self.scale, self.decomp)
         return self._cache[key]
 
 
@@ -96,6 +102,12 @@ def segment_rows(cost: SegmentCost, hashed_elements: int, public_outputs: int) -
 
 def segment_logrows(cost: SegmentCost, hashed_elements: int, public_outputs: int) -> int:
     return max(logrows_for(segment_rows(cost, hashed_elements, public_outputs)), cost.min_logrows)
+
+
+def prove_cost(logrows: int, hashed: bool) -> float:
+    """Relative prover time of one circuit: linear in its padded rows (4.1x for 4x rows measured at logrows 16 → 18),
+    HASHED_PROVE_FACTOR more with any hashed I/O. Cut selection compares sums of these."""
+    return 2.0**logrows * (HASHED_PROVE_FACTOR if hashed else 1.0)
 
 
 def elements(shape: tuple[int, ...]) -> int:

@@ -7,6 +7,7 @@ same mode are then merged while merging does not raise the total proving cost (�
 within the budget. Plans are deterministic: the same model and options give the same plan and the same plan hash."""
 
 import hashlib
+import math
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 import ezkl
 import numpy as np
 
-from imo.circuits.cost import NARROW_DECOMP, CostModel, SegmentCost, elements, model_cost, segment_logrows, segment_rows
+from imo.circuits.cost import NARROW_DECOMP, CostModel, SegmentCost, elements, model_cost, prove_cost, segment_logrows, segment_rows
 from imo.circuits.fixed_point import FixedPointProgram
 from imo.circuits.graph import Graph, extract, load_graph, tile_model, tileable
 from imo.errors import ImoError, InvalidModelError, MissingArtifactError
@@ -61,6 +62,7 @@ class Segment:
     tiles: list[Tile] = field(default_factory=list)  # zk only: proven as column blocks (a DAG: input → tiles → chunks → consumer)
     input_chunks: list[int] = field(default_factory=list)  # the input is a hashed boundary committed chunk by chunk (a tiled producer)
     run_args: dict | None = None  # a game-only op segment's executor settings, set at plan time (no ezkl circuit to calibrate)
+    decomp: list[int] | None = None  # an untiled zk segment's (decomp_base, decomp_legs) where the narrow table lowers its logrows
 
     @property
     def game_only(self) -> bool:
@@ -144,6 +146,24 @@ class Plan:
         shapes = [self.segments[0].input_shape] + [s.output_shape for s in self.segments]
         return [0 if self.boundary_hashed(k) else elements(shape) for k, shape in enumerate(shapes)]
 
+    def input_exposure(self) -> str | None:
+        """Why a private (hashed) input is not private in this plan, or None. Every public boundary is published with each
+        claim; the first one before the final output that has at least as many values as the input can determine it:
+        its values are piecewise-linear functions of the input through the zk layers, whose weights anyone can fit from
+        about as many chosen requests as the input has values (tests/test_privacy.py recovers mlp-wide's input so)."""
+        if self.visibility.get("input") != "hashed":
+            return None
+        inputs = elements(self.segments[0].input_shape)
+        for k in range(1, len(self.segments)):
+            if not self.boundary_hashed(k):
+                size = elements(self.segments[k].input_shape)
+                if size < inputs:
+                    return None
+                return (f"the private input ({inputs} values) is not private in this plan: boundary {k} ({size} values, the input of op segment {k}) "
+                        f"is published with every claim and can determine it (the zk layers' weights can be fitted from about {inputs + 1} chosen requests); "
+                        f"keep the layers zk up to a boundary with fewer values than the input (docs/zk-cost.md, 'A private input behind an op segment')")
+        return None
+
     def input_signature(self) -> onnx_io.ModelSignature:
         """The model input the first segment expects."""
         return onnx_io.ModelSignature(self.segments[0].input, tuple(self.segments[0].input_shape), ())
@@ -158,7 +178,7 @@ class Plan:
                 body.pop(key)
         for s in body["segments"]:
             s.pop("onnx")
-            for key in ("tiles", "input_chunks", "run_args"):
+            for key in ("tiles", "input_chunks", "run_args", "decomp"):
                 if not s[key]:
                     s.pop(key)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -196,7 +216,7 @@ def make_plan(onnx_path: Path, private: list[str] = (), private_input: bool = Fa
         tagged |= private_input_nodes(graph)
     if private_weights:
         tagged |= {n.name for n in graph.nodes if n.params}
-    costs = CostModel(graph, scale)
+    costs, narrow_costs = CostModel(graph, scale), CostModel(graph, scale, NARROW_DECOMP)
     cuts = graph.cut_tensors()
     n_nodes = len(graph.nodes)
 
@@ -221,9 +241,11 @@ def make_plan(onnx_path: Path, private: list[str] = (), private_input: bool = Fa
         if cost(atom).error:
             raise _unprovable(graph, costs, atom, cost(atom).error, tagged)
 
-    def estimate(node_ids: list[int], in_hashed: bool | None = None, out_hashed: bool = False) -> tuple[int, int] | None:
-        """Rows and logrows of one segment (None: ezkl cannot lay it out); while modes are undecided only a private
-        model input counts as hashed."""
+    def estimate(node_ids: list[int], in_hashed: bool | None = None, out_hashed: bool = False, narrow: bool = True) -> tuple[int, int, list[int] | None] | None:
+        """Rows, logrows and range-check table of one segment as a zk circuit (None: ezkl cannot lay it out); while modes are
+        undecided only a private model input counts as hashed. narrow: take the narrow range-check table where it lowers
+        the logrows (ezkl's default table alone needs 2^14 rows, so a small circuit would pay for 2^15; mlp's input
+        layer: 3,072 rows, logrows 12 instead of 15). An op segment's own circuit keeps the default table."""
         segment_cost = cost(node_ids)
         if segment_cost.error:
             return None
@@ -233,7 +255,11 @@ def make_plan(onnx_path: Path, private: list[str] = (), private_input: bool = Fa
             in_hashed = private_input and node_ids[0] == 0
         hashed = in_elems * in_hashed + out_elems * out_hashed
         public_outputs = 0 if out_hashed else out_elems
-        return segment_rows(segment_cost, hashed, public_outputs), segment_logrows(segment_cost, hashed, public_outputs)
+        best = (segment_rows(segment_cost, hashed, public_outputs), segment_logrows(segment_cost, hashed, public_outputs), None)
+        narrow_cost = narrow_costs.between([boundary(node_ids[0])], [boundary(node_ids[-1] + 1)]) if narrow else None
+        if narrow_cost is not None and not narrow_cost.error and segment_logrows(narrow_cost, hashed, public_outputs) < best[1]:
+            best = (segment_rows(narrow_cost, hashed, public_outputs), segment_logrows(narrow_cost, hashed, public_outputs), list(NARROW_DECOMP))
+        return best
 
     def classify(node_ids: list[int]) -> tuple[str, str]:
         names = [graph.nodes[i].name for i in node_ids]
@@ -245,13 +271,14 @@ def make_plan(onnx_path: Path, private: list[str] = (), private_input: bool = Fa
         return "zk", "within budget" if budget_logrows is not None else "no budget: fully zk"
 
     groups = [(atom, *classify(atom)) for atom in atoms]
-    merged = [groups[0]]
-    for atom, mode, reason in groups[1:]:
-        prev_nodes, prev_mode, prev_reason = merged[-1]
-        if merge and mode == prev_mode and _worth_merging(estimate, prev_nodes, atom, mode, budget_logrows, "private" in prev_reason + reason):
-            merged[-1] = (prev_nodes + atom, mode, "; ".join(dict.fromkeys(prev_reason.split("; ") + reason.split("; "))))
-        else:
-            merged.append((atom, mode, reason))
+    merged = []
+    run_start = 0
+    for k in range(1, len(groups) + 1):  # runs of atoms of one mode, each cut optimally
+        if k == len(groups) or groups[k][1] != groups[run_start][1]:
+            run = groups[run_start:k]
+            in_hashed = private_input and run[0][0][0] == 0
+            merged += _cheapest_cuts(estimate, run, budget_logrows, in_hashed) if merge else run
+            run_start = k
 
     segments = []
     supported = executor_ops()
@@ -259,13 +286,13 @@ def make_plan(onnx_path: Path, private: list[str] = (), private_input: bool = Fa
         seg_input, seg_output = boundary(node_ids[0]), boundary(node_ids[-1] + 1)
         zk_next = index + 1 < len(merged) and mode == "zk" and merged[index + 1][1] == "zk"
         zk_prev = index > 0 and mode == "zk" and merged[index - 1][1] == "zk"
-        rows, logrows = estimate(node_ids, in_hashed=zk_prev or (index == 0 and private_input), out_hashed=zk_next)
+        rows, logrows, decomp = estimate(node_ids, in_hashed=zk_prev or (index == 0 and private_input), out_hashed=zk_next, narrow=mode == "zk")
         segment = Segment(
             index=index, mode=mode, reason=reason,
             nodes=[graph.nodes[i].name for i in node_ids], ops=[graph.nodes[i].op_type for i in node_ids],
             input=seg_input, output=seg_output,
             input_shape=list(graph.shapes[seg_input]), output_shape=list(graph.shapes[seg_output]),
-            est_rows=rows, est_logrows=logrows,
+            est_rows=rows, est_logrows=logrows, decomp=decomp,
         )
         _check_executor(graph, segment, cost(node_ids), supported)
         if mode == "zk" and tile_logrows is not None and logrows > tile_logrows:
@@ -357,16 +384,40 @@ def _check_executor(graph: Graph, segment: Segment, cost: SegmentCost, supported
         raise InvalidModelError(f"{segment.mode} segment {segment.index}: the fixed-point executor cannot run it: {detail} ({advice})") from None
 
 
-def _worth_merging(estimate, a: list[int], b: list[int], mode: str, budget: int | None, private: bool) -> bool:
-    """Merge when one proof of the union costs no more than two proofs (Σ 2^logrows) and a zk union stays in budget."""
-    union, first, second = estimate(a + b), estimate(a), estimate(b)
-    if union is None or first is None or second is None:
-        return False
-    merged_logrows = union[1]
-    if mode == "zk" and budget is not None and merged_logrows > budget and not private:
-        return False
-    return 2 ** merged_logrows <= 2 ** first[1] + 2 ** second[1]
+MERGE_WINDOW = 16  # the most atoms one segment may merge: bounds cut selection at O(atoms x window) ezkl layouts
 
+
+def _cheapest_cuts(estimate, run: list[tuple[list[int], str, str]], budget: int | None, in_hashed: bool) -> list[tuple[list[int], str, str]]:
+    """Split a run of consecutive atoms of one mode into segments of the least total prover cost (`cost.prove_cost`),
+    exactly (dynamic programming over the cut positions). Inside a zk run every cut is a hashed boundary: its Poseidon
+    rows and the hash columns' prover time in both circuits count. in_hashed: the run reads the private model input.
+    A zk segment stays within the budget unless it holds a private node; an op run's boundaries are public."""
+    zk = run[0][1] == "zk"
+    n = len(run)
+
+    def segment_cost(i: int, j: int) -> float | None:
+        nodes = [node for atom, _, _ in run[i:j] for node in atom]
+        hashed_in, hashed_out = (in_hashed if i == 0 else zk), zk and j < n
+        est = estimate(nodes, in_hashed=hashed_in, out_hashed=hashed_out, narrow=zk)
+        if est is None:
+            return None
+        private = any("private" in reason for _, _, reason in run[i:j])
+        if zk and budget is not None and j - i > 1 and est[1] > budget and not private:
+            return None
+        return prove_cost(est[1], hashed_in or hashed_out)
+
+    best: list[tuple[float, int]] = [(0.0, 0)] + [(math.inf, 0)] * n  # best[j]: cost of run[:j], and where its last segment starts
+    for j in range(1, n + 1):
+        for i in range(max(0, j - MERGE_WINDOW), j):  # longest segment first: a tie goes to fewer proofs
+            cost = segment_cost(i, j) if j - i > 1 else (segment_cost(i, j) or 0.0)  # one atom alone is always allowed
+            if cost is not None and best[i][0] + cost < best[j][0]:
+                best[j] = (best[i][0] + cost, i)
+    cuts, j = [], n
+    while j > 0:
+        cuts.append((best[j][1], j))
+        j = best[j][1]
+    return [([node for atom, _, _ in run[i:j] for node in atom], run[i][1], "; ".join(dict.fromkeys(r for _, _, reason in run[i:j] for r in reason.split("; "))))
+            for i, j in reversed(cuts)]
 
 def write_plan(plan: Plan, graph: Graph, out_dir: Path) -> Path:
     """Write plan.json and one ONNX file per segment into out_dir (atomically); return the plan file."""

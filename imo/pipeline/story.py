@@ -56,13 +56,10 @@ from imo.verifier_contracts.contracts import (
 from imo.verifier_contracts.oracle_client import OracleClient, Status
 from imo.verifier_contracts.registration import Terms, dispute_costs, register_plan
 
-# plan policies: the private input layer is zk, the wide layers go over budget and run optimistically; merge=False
+# plan policies: the private input layer is zk, every other layer goes over budget and runs optimistically; merge=False
 # keeps the small last layer its own op segment, so a wrong output is disputed with a cheap fraud proof
-PLANS = {
-    "mlp-wide": {"private_input": True, "budget_logrows": 14, "merge": False},  # zk (logrows 16) → op (18) → op (15)
-    "mlp": {"private_input": True, "budget_logrows": 12, "merge": False},  # zk (15) → op (15)
-    "cnn": {"private_input": True, "budget_logrows": 14, "merge": False},
-}
+HYBRID = {"private_input": True, "budget_logrows": 1, "merge": False}
+PLANS = {"mlp-wide": HYBRID, "mlp": HYBRID, "cnn": HYBRID}  # mlp-wide: zk (logrows 16) → op (18) → op (15); mlp: zk (12) → op (15)
 GEN_PLAN = {"budget_logrows": 0}  # the generator: one op segment (its prompt is public); no proof on the happy path
 
 ETH = 10**18
@@ -223,7 +220,7 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
         s.timings["1_imo"] = round(time.perf_counter() - t, 3)
 
         # ------------------------------------------------------------ 2. plan, compile, register
-        policy = PLANS.get(model, {"private_input": True, "budget_logrows": 14, "merge": False})
+        policy = PLANS.get(model, HYBRID)
         say(f"[2/5] planning `{model}` as an opp/ai hybrid ({policy}) and compiling every segment (cached after the first run) …")
         plan_file, reports = s.plan(model, policy, "2_compile")
         plan = Plan.load(plan_file)

@@ -105,7 +105,7 @@ def compile_plan(plan_path: Path, calibration: np.ndarray, store: ArtifactStore 
                 continue
             visibility = segment_visibility(plan, segment)
             chunks = segment.input_chunks or None
-            decomp = tuple(plan.tile_decomp) if tile is not None else None
+            decomp = tuple(plan.tile_decomp) if tile is not None else (tuple(segment.decomp) if segment.decomp else None)
             if tile is None and not chunks:
                 unit_onnx = onnx_path
             else:
