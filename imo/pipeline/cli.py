@@ -108,6 +108,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
     if args.out:
         where = f"\nwrote {write_plan(plan, graph, Path(args.out))} (plan hash {plan.plan_hash[:16]}…)"
     _print_plan(args, plan, where)
+    if plan.input_exposure():
+        print(f"imo: warning: {plan.input_exposure()}", file=sys.stderr)
 
 
 def _print_plan(args: argparse.Namespace, plan, where: str) -> None:
@@ -654,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("bench", cmd_bench, "measure monolithic vs segmented vs hybrid proving side by side; writes bench.json, bench.md and PNG plots")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quick", action="store_true", help="mlp only, fewer repeats (under 3 minutes on 2 cores)")
-    p.add_argument("--models", nargs="+", help="zoo models to bench (default: mlp cnn mlp-wide; --quick: mlp)")
+    p.add_argument("--models", nargs="+", help="zoo models to bench (default: every zoo model; --quick: mlp)")
     p.add_argument("--dispute", action="store_true", help="play one bisection dispute over mlp-4k's whole network as ONE game-only op segment (~101M MACs) on a fresh anvil: a liar against a challenger; writes dispute.json and dispute.md (gas per move, rounds, estimated monolithic logrows)")
     p.add_argument("--llm", action="store_true", help="bench the gpt language model instead: executor vs onnxruntime per token, 16 tokens after a 128-byte prompt, peak RSS, the zk output head's proof (bench.json under llm)")
 
