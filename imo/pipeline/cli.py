@@ -612,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", nargs="+", default=[], metavar="NODE", help="node names that must be proven in zk")
     p.add_argument("--private-input", action="store_true", help="the layer(s) reading the user's input must be zk")
     p.add_argument("--private-weights", action="store_true", help="every node with weights must be zk")
-    p.add_argument("--budget-logrows", type=_positive_int, help="segments estimated above this many logrows run optimistically (op)")
+    p.add_argument("--budget-logrows", type=_positive_int, help="segments estimated above this many logrows run optimistically (op); 1: only the private layers are zk")
     p.add_argument("--scale", type=_non_negative_int, help="the common fixed-point scale of every boundary (default 7; 10 with --generate)")
     p.add_argument("--no-merge", action="store_true", help="keep one segment per layer instead of merging")
     p.add_argument("--tile-logrows", type=_positive_int, help="split a zk Gemm/MatMul layer estimated above this many logrows into column blocks, "
