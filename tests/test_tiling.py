@@ -23,17 +23,22 @@ from imo.proving.segments import circuit_files, compile_plan, expected_instances
 from imo.proving.store import ArtifactStore
 
 
+WIDTH = 64  # wide enough that halving a layer lowers its logrows even with the narrow table every small segment gets
+TILE_LOGROWS = 11  # the first layer tiles to 11; the second (hashed in and out: 2,628 hash rows in every tile) to 12
+
+
 class Wide(nn.Module):
-    """8 → 8 (ReLU) → 8 (ReLU) → 4; repeat=True makes the first layer's two column blocks equal (rows 4..7 = rows 0..3)."""
+    """8 → 64 (ReLU) → 64 (ReLU) → 4; repeat=True makes the first layer's two column blocks equal (rows 32..63 = 0..31)."""
 
     def __init__(self, repeat: bool = False):
         super().__init__()
         torch.manual_seed(0)
-        self.fc1, self.fc2, self.fc3 = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 4)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(8, WIDTH), nn.Linear(WIDTH, WIDTH), nn.Linear(WIDTH, 4)
         if repeat:
+            half = WIDTH // 2
             with torch.no_grad():
-                self.fc1.weight[4:] = self.fc1.weight[:4]
-                self.fc1.bias[4:] = self.fc1.bias[:4]
+                self.fc1.weight[half:] = self.fc1.weight[:half]
+                self.fc1.bias[half:] = self.fc1.bias[:half]
 
     def forward(self, x):
         return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
@@ -55,14 +60,14 @@ def test_tile_models_compute_column_blocks_of_the_layer(tmp_path):
     graph = load_graph(_export(tmp_path))
     cut = graph.cut_tensors()[1]  # after fc1 + relu
     layer = graph.sub_model([graph.input_name], [cut])
-    assert tileable(layer) == 8
+    assert tileable(layer) == WIDTH
     x = np.random.default_rng(1).normal(size=(1, 8)).astype(np.float32)
 
     def run(model, feeds):
         return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
 
     whole = run(layer, {graph.input_name: x})
-    parts = [run(tile_model(layer, lo, hi), {"x": x}) for lo, hi in ((0, 3), (3, 8))]
+    parts = [run(tile_model(layer, lo, hi), {"x": x}) for lo, hi in ((0, 3), (3, WIDTH))]
     assert np.allclose(np.concatenate(parts, axis=-1), whole, atol=1e-6)
     joined = join_inputs(tile_model(layer, 0, 3), [5, 3])  # the input arrives as two chunks
     assert np.allclose(run(joined, {"x__chunk0": x[:, :5], "x__chunk1": x[:, 5:]}), parts[0], atol=1e-6)
@@ -70,10 +75,12 @@ def test_tile_models_compute_column_blocks_of_the_layer(tmp_path):
 
 
 def test_plan_tiles_wide_zk_layers_and_chunks_the_hashed_boundaries(tmp_path):
-    plan, _ = make_plan(_export(tmp_path), merge=False, tile_logrows=12)
+    plan, _ = make_plan(_export(tmp_path), merge=False, tile_logrows=TILE_LOGROWS)
     assert [len(s.tiles) for s in plan.segments][:2] == [2, 2]
-    assert all(t.est_logrows <= 12 for s in plan.segments for t in s.tiles)
-    assert plan.output_chunks(1) == [4, 4] and plan.segments[1].input_chunks == [4, 4]  # zk → zk after a tiled segment
+    assert all(t.est_logrows <= TILE_LOGROWS for t in plan.segments[0].tiles)
+    assert all(t.est_logrows < s.est_logrows for s in plan.segments for t in s.tiles)  # the most blocks that lower it, if none fits
+    half = WIDTH // 2
+    assert plan.output_chunks(1) == [half, half] and plan.segments[1].input_chunks == [half, half]  # zk → zk after a tiled segment
     assert plan.segments[0].input_chunks == [] and plan.output_chunks(len(plan.segments)) == []  # public model input and output
     untiled, _ = make_plan(tmp_path / "wide.onnx", merge=False)
     assert not untiled.tiled and untiled.tile_decomp is None and all(not s.tiles and not s.input_chunks for s in untiled.segments)
@@ -81,9 +88,9 @@ def test_plan_tiles_wide_zk_layers_and_chunks_the_hashed_boundaries(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiled_run(tmp_path_factory):
-    """A fully-zk plan of Wide with every layer tiled: (plan file, run dir, plan, compile reports)."""
+    """A fully-zk plan of Wide with its two wide layers tiled: (plan file, run dir, plan, compile reports)."""
     root = tmp_path_factory.mktemp("tiled")
-    plan_file = write_plan(*make_plan(_export(root), merge=False, tile_logrows=12), root / "plan")
+    plan_file = write_plan(*make_plan(_export(root), merge=False, tile_logrows=TILE_LOGROWS), root / "plan")
     store = ArtifactStore(root / "store")
     reports = compile_plan(plan_file, _calibration(), store=store, quiet=True)
     x = np.random.default_rng(2).uniform(-1, 1, (1, 8))
@@ -149,7 +156,7 @@ def test_tiled_plans_are_refused_where_one_proof_per_segment_is_expected(tiled_r
 
 
 def test_equal_tiles_share_one_circuit_and_keys(tmp_path):
-    plan_file = write_plan(*make_plan(_export(tmp_path, repeat=True), merge=False, tile_logrows=12), tmp_path / "plan")
+    plan_file = write_plan(*make_plan(_export(tmp_path, repeat=True), merge=False, tile_logrows=TILE_LOGROWS), tmp_path / "plan")
     plan = Plan.load(plan_file)
     assert len(plan.segments[0].tiles) == 2
     store = ArtifactStore(tmp_path / "store")
