@@ -2,13 +2,14 @@
 
 The model is cut only where exactly one activation tensor is live (circuits/graph.py); the runs of nodes between
 cuts are atoms. Policy, in order: atoms holding a node tagged private are always zk; an atom whose estimated logrows
-(ezkl's layout of the atom's sub-model) exceed the budget is op; every other atom is zk. Adjacent segments of the
-same mode are then merged while merging does not raise the total proving cost (Σ 2^logrows) and keeps a zk segment
-within the budget. Plans are deterministic: the same model and options give the same plan and the same plan hash."""
+(ezkl's layout of the atom's sub-model, with the narrow range-check table where that is smaller) exceed the budget is
+op; every other atom is zk. Each run of adjacent atoms of one mode is then cut into the segments of least total prover
+cost (`_cheapest_cuts`: Σ 2^logrows, hashed I/O weighted by `cost.HASHED_PROVE_FACTOR`), a zk segment within the
+budget. Plans are deterministic: the same model and options give the same plan and the same plan hash."""
 
 import hashlib
-import math
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -409,7 +410,9 @@ def _cheapest_cuts(estimate, run: list[tuple[list[int], str, str]], budget: int 
     best: list[tuple[float, int]] = [(0.0, 0)] + [(math.inf, 0)] * n  # best[j]: cost of run[:j], and where its last segment starts
     for j in range(1, n + 1):
         for i in range(max(0, j - MERGE_WINDOW), j):  # longest segment first: a tie goes to fewer proofs
-            cost = segment_cost(i, j) if j - i > 1 else (segment_cost(i, j) or 0.0)  # one atom alone is always allowed
+            cost = segment_cost(i, j)
+            if cost is None and j - i == 1:
+                cost = 0.0  # an atom may always stand alone (make_plan refused any atom ezkl cannot lay out)
             if cost is not None and best[i][0] + cost < best[j][0]:
                 best[j] = (best[i][0] + cost, i)
     cuts, j = [], n
@@ -418,6 +421,7 @@ def _cheapest_cuts(estimate, run: list[tuple[list[int], str, str]], budget: int 
         j = best[j][1]
     return [([node for atom, _, _ in run[i:j] for node in atom], run[i][1], "; ".join(dict.fromkeys(r for _, _, reason in run[i:j] for r in reason.split("; "))))
             for i, j in reversed(cuts)]
+
 
 def write_plan(plan: Plan, graph: Graph, out_dir: Path) -> Path:
     """Write plan.json and one ONNX file per segment into out_dir (atomically); return the plan file."""
