@@ -227,8 +227,8 @@ def make_plan(onnx_path: Path, private: list[str] = (), private_input: bool = Fa
             return graph.input_name
         return graph.output_name if position == n_nodes else cuts[position - 1]
 
-    def cost(node_ids: list[int]) -> SegmentCost:
-        return costs.between([boundary(node_ids[0])], [boundary(node_ids[-1] + 1)])
+    def cost(node_ids: list[int], model: CostModel = costs) -> SegmentCost:
+        return model.between([boundary(node_ids[0])], [boundary(node_ids[-1] + 1)])
 
     # atoms (layers): maximal runs of nodes between positions where exactly one activation tensor is live (a residual
     # block or a tensor with several consumers stays inside one atom); an activation stays with its layer
@@ -256,10 +256,13 @@ def make_plan(onnx_path: Path, private: list[str] = (), private_input: bool = Fa
             in_hashed = private_input and node_ids[0] == 0
         hashed = in_elems * in_hashed + out_elems * out_hashed
         public_outputs = 0 if out_hashed else out_elems
-        best = (segment_rows(segment_cost, hashed, public_outputs), segment_logrows(segment_cost, hashed, public_outputs), None)
-        narrow_cost = narrow_costs.between([boundary(node_ids[0])], [boundary(node_ids[-1] + 1)]) if narrow else None
-        if narrow_cost is not None and not narrow_cost.error and segment_logrows(narrow_cost, hashed, public_outputs) < best[1]:
-            best = (segment_rows(narrow_cost, hashed, public_outputs), segment_logrows(narrow_cost, hashed, public_outputs), list(NARROW_DECOMP))
+        def laid_out(laid: SegmentCost, table: list[int] | None) -> tuple[int, int, list[int] | None]:
+            return segment_rows(laid, hashed, public_outputs), segment_logrows(laid, hashed, public_outputs), table
+
+        best = laid_out(segment_cost, None)
+        narrow_cost = cost(node_ids, narrow_costs) if narrow else None
+        if narrow_cost is not None and not narrow_cost.error and (smaller := laid_out(narrow_cost, list(NARROW_DECOMP)))[1] < best[1]:
+            best = smaller
         return best
 
     def classify(node_ids: list[int]) -> tuple[str, str]:

@@ -77,17 +77,18 @@ def bench_model(name: str, work: Path, chain, quick: bool) -> dict:
     # logrows, as plans do: the baseline gets every setting the segments get; prove in a fresh process
     mono = CircuitFiles(work / "mono")
     report = build_circuit(exported.onnx_path, calibration, mono, Visibility(), scales=[DEFAULT_SCALE], quiet=True)
+    narrow_table = False
     if report.num_rows + RESERVED_ROWS < 2 ** (report.logrows - 1):
         narrow = CircuitFiles(work / "mono-narrow")
         narrow_report = build_circuit(exported.onnx_path, calibration, narrow, Visibility(), scales=[DEFAULT_SCALE], quiet=True, decomp=NARROW_DECOMP)
         if narrow_report.logrows < report.logrows:
-            mono, report = narrow, narrow_report
+            mono, report, narrow_table = narrow, narrow_report, True
     write_input(work / "mono-input.json", x)
     call_ezkl("witness", ezkl.gen_witness, str(work / "mono-input.json"), str(mono.compiled), str(work / "mono-witness.json"))
     (job_result,) = LocalExecutor(1, isolate=True).run([ProveJob(0, str(mono.root), str(work / "mono-witness.json"), str(store.root), "mono")], quiet=True)
     mono_proof = Path(job_result.proof_dir) / "proof.json"
     result["monolithic"] = {
-        "logrows": report.logrows, "rows": report.num_rows, "scale": report.input_scale, "narrow_table": mono.root.name == "mono-narrow", "setup_s": report.seconds["setup"], "keygen_s": report.seconds["setup"], "prove_s": job_result.seconds,
+        "logrows": report.logrows, "rows": report.num_rows, "scale": report.input_scale, "narrow_table": narrow_table, "setup_s": report.seconds["setup"], "keygen_s": report.seconds["setup"], "prove_s": job_result.seconds,
         "peak_rss_mb": job_result.peak_rss_bytes / 2**20, "pk_mb": report.pk_bytes / 2**20,
         "proof_bytes": len(ProofCall.from_proof_file(mono_proof).proof), "verify_gas": _verify_gas(chain, mono, mono_proof),
     }

@@ -108,8 +108,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
     if args.out:
         where = f"\nwrote {write_plan(plan, graph, Path(args.out))} (plan hash {plan.plan_hash[:16]}…)"
     _print_plan(args, plan, where)
-    if plan.input_exposure():
-        print(f"imo: warning: {plan.input_exposure()}", file=sys.stderr)
+    if exposure := plan.input_exposure():
+        print(f"imo: warning: {exposure}", file=sys.stderr)
 
 
 def _print_plan(args: argparse.Namespace, plan, where: str) -> None:

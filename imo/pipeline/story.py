@@ -58,8 +58,7 @@ from imo.verifier_contracts.registration import Terms, dispute_costs, register_p
 
 # plan policies: the private input layer is zk, every other layer goes over budget and runs optimistically; merge=False
 # keeps the small last layer its own op segment, so a wrong output is disputed with a cheap fraud proof
-HYBRID = {"private_input": True, "budget_logrows": 1, "merge": False}
-PLANS = {"mlp-wide": HYBRID, "mlp": HYBRID, "cnn": HYBRID}  # mlp-wide: zk (logrows 16) → op (18) → op (15); mlp: zk (12) → op (15)
+HYBRID = {"private_input": True, "budget_logrows": 1, "merge": False}  # mlp-wide: zk (logrows 16) → op (18) → op (15); mlp: zk (12) → op (15)
 GEN_PLAN = {"budget_logrows": 0}  # the generator: one op segment (its prompt is public); no proof on the happy path
 
 ETH = 10**18
@@ -220,7 +219,7 @@ def run_story(workdir: Path, rpc_url: str | None = None, quiet: bool = False, mo
         s.timings["1_imo"] = round(time.perf_counter() - t, 3)
 
         # ------------------------------------------------------------ 2. plan, compile, register
-        policy = PLANS.get(model, HYBRID)
+        policy = HYBRID
         say(f"[2/5] planning `{model}` as an opp/ai hybrid ({policy}) and compiling every segment (cached after the first run) …")
         plan_file, reports = s.plan(model, policy, "2_compile")
         plan = Plan.load(plan_file)
