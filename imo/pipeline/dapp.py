@@ -102,12 +102,12 @@ def _request_payload(model_id: int, size: int, scale: int, input_file: Path, inb
     return payload
 
 
-def _result(oracle: OracleClient, request_id: int) -> dict | None:
+def _result(oracle: OracleClient, request_id: int, model_id: int) -> dict | None:
     events = oracle.contract.events.AICallbackResult().get_logs(from_block=0, argument_filters={"requestId": request_id})
     if not events:
         return None
     payload = events[-1]["args"]["output"]
-    if oracle.model(oracle.request(request_id).model_id).spec.gen_tokens:
+    if oracle.model(model_id).spec.gen_tokens:
         text = decode_text_payload(payload)
         return {"text": text.decode("utf-8", errors="replace"), "bytes_hex": text.hex(), "tokens": list(text)}
     values, scale = decode(["int256[]", "uint256"], payload)
@@ -125,7 +125,7 @@ def status(session: Session, request_id: int) -> dict:
     if c.exists and c.open_disputes:
         out["disputes"] = _disputes(session, r.model_id, request_id)
     if r.status == Status.FINALIZED:
-        out["result"] = _result(oracle, request_id)
+        out["result"] = _result(oracle, request_id, r.model_id)
     return out
 
 

@@ -18,6 +18,7 @@ from imo.pipeline.challenger_node import ChallengerNode
 from imo.pipeline.oracle_node import OracleNode
 from imo.pipeline.state import NodeState
 from imo.proving.protocol import decode_text_payload, pack_tensor
+from imo.verifier_contracts.contracts import compile_protocol
 from imo.verifier_contracts.oracle_client import OracleClient, Status
 from imo.verifier_contracts.registration import Terms, dispute_costs, register_plan
 
@@ -63,7 +64,7 @@ def llm_act(s, dep, rpc_url: str, nodes_dir: Path, owner: int, user: int, honest
     costs = dispute_costs(plan_file)  # builds the backbone's step program the first time (~2.5 min)
     window = max(600, costs.min_window_s)
     terms = Terms(fee_wei=10**15, bond_wei=max(Terms().bond_wei, costs.min_bond_wei), challenge_window_s=window, response_window_s=window)
-    model_id, digest, costs = register_plan(oracle, dep, plan_file, "gpt", terms)
+    model_id, digest, _ = register_plan(oracle, dep, plan_file, "gpt", terms)
     steps = oracle.model(model_id).registration.segments[0].program_steps
     say(f"      registered as model {model_id} (digest {digest.hex()[:12]}…): the backbone's step program has {steps:,} steps "
         f"(a dispute is ≤ {max(1, (steps - 1).bit_length())} rounds), windows {window} s ({time.perf_counter() - t:.0f} s)")
@@ -90,10 +91,7 @@ def llm_act(s, dep, rpc_url: str, nodes_dir: Path, owner: int, user: int, honest
     claim = oracle.submitted_claim(record.detail["tx"])[1]
     proof = claim.proofs[0]
     inputs, outputs = claim.segment_instances(sizes, 2)
-    verifier = w3.eth.contract(address=dep.verifiers["gpt/seg1"], abi=[{
-        "name": "verifyProof", "type": "function", "stateMutability": "view",
-        "inputs": [{"name": "proof", "type": "bytes"}, {"name": "instances", "type": "uint256[]"}],
-        "outputs": [{"name": "", "type": "bool"}]}])
+    verifier = w3.eth.contract(address=dep.verifiers["gpt/seg1"], abi=compile_protocol()["IHalo2Verifier"].abi)
     verified = verifier.functions.verifyProof(proof, inputs + outputs).call()
     verify_gas = verifier.functions.verifyProof(proof, inputs + outputs).estimate_gas()
     s.advance(terms.challenge_window_s)

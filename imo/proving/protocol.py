@@ -290,6 +290,7 @@ class PlanRuntime:
     plan_file: Path
     store: ArtifactStore = field(default_factory=ArtifactStore)
     _programs: dict = field(default_factory=dict, repr=False)
+    _last_run: tuple[bytes, np.ndarray] | None = field(default=None, repr=False)
 
     def __post_init__(self):
         self.plan_file = Path(self.plan_file)
@@ -320,10 +321,15 @@ class PlanRuntime:
         return np.asarray(full, dtype=np.int64).ravel()
 
     def run_all(self, q_in: np.ndarray) -> np.ndarray:
-        """Every segment on the canonical executor, zk ones included (the operator holds their ONNX)."""
+        """Every segment on the canonical executor, zk ones included (the operator holds their ONNX). The last input's
+        output is kept: a generation's final decoding pass and `execute`'s limits check run the same input."""
         q = np.asarray(q_in, dtype=np.int64)
+        key = q.tobytes()
+        if self._last_run is not None and self._last_run[0] == key:
+            return self._last_run[1].copy()
         for k in range(1, self.n + 1):
             q = self.run_op(k, q)
+        self._last_run = (key, q.copy())
         return q
 
     def run_op(self, k: int, q_in: np.ndarray) -> np.ndarray:
